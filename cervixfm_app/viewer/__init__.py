@@ -1,0 +1,1 @@
+"""The desktop viewer: views and commands what ``core`` computes."""

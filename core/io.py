@@ -1,0 +1,53 @@
+"""Atomic file writing: a crash or a full disk never leaves a half-written output behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import CervixFMError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+
+    The temporary file lives in the destination folder so the final ``os.replace`` is a same-filesystem rename,
+    which is atomic on POSIX and Windows. On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CervixFMError(f"Output folder {folder} does not exist: create it or choose another output path.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except PermissionError as exc:
+        raise CervixFMError(f"Cannot write to {folder}: permission denied. Choose a writable output folder.") from exc
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+            raise CervixFMError(f"Disk full while writing {path}; nothing was overwritten. Free space and retry.") from exc
+        raise
+
+
+def atomic_save_npy(path: str | os.PathLike, array) -> None:
+    """Write a numpy array as ``.npy`` atomically."""
+    import numpy as np
+
+    with atomic_write(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as handle:
+        handle.write(text)

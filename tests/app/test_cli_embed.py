@@ -1,0 +1,104 @@
+"""``cervixfm embed`` end to end: features, order, names, and clear failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cervixfm_app.cli import main
+from core.models import load_backbone
+from core.models.preprocessing import Preprocessing
+from tests_support import REPO_ROOT
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cells"
+    (folder / "sub").mkdir(parents=True)
+    arrays = {}
+    for name in ["b.png", "a.png", "sub/c.jpg"]:
+        arr = rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / name, quality=100)
+        arrays[name] = np.asarray(Image.open(folder / name).convert("RGB"))
+    big = rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)
+    Image.fromarray(big).save(folder / "d.png")
+    arrays["d.png"] = big
+    (folder / "readme.txt").write_text("not an image")
+    return folder, arrays
+
+
+def _run_cli(*args, cwd=REPO_ROOT):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", "cervixfm_app", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_embed_folder_writes_sorted_features_equal_to_direct_model(golden_dir, images, tmp_path):
+    folder, arrays = images
+    ckpt = golden_dir / "cervixfm_tiny.pth"
+    out = tmp_path / "features.npy"
+    assert main(["embed", "--checkpoint", str(ckpt), "--out", str(out), "--batch-size", "3", str(folder)]) == 0
+    names = (tmp_path / "features.txt").read_text().splitlines()
+    assert names == ["a.png", "b.png", "d.png", "sub/c.jpg"]
+    feats = np.load(out)
+    assert feats.shape == (4, 96) and feats.dtype == np.float32
+    model = load_backbone(ckpt).model
+    prep = Preprocessing()
+    x = prep.to_tensor([prep.fit(arrays[n]) for n in names])
+    with torch.inference_mode():
+        want = model(x).numpy()
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-5)
+    # images of the model size go in unchanged; others are resized and centre-cropped to 224
+    assert prep.fit(arrays["a.png"]) is arrays["a.png"] and prep.fit(arrays["d.png"]).shape == (224, 224, 3)
+
+
+def test_embed_real_cell_crops(golden_dir, cell_crops_dir, tmp_path):
+    files = sorted(cell_crops_dir.glob("*.png"))[:6]
+    out = tmp_path / "cells.npy"
+    assert main(["embed", "--checkpoint", str(golden_dir / "cervixfm_tiny.pth"), "--out", str(out),
+                 *map(str, files)]) == 0
+    feats = np.load(out)
+    assert feats.shape == (6, 96) and np.isfinite(feats).all()
+    assert (tmp_path / "cells.txt").read_text().splitlines() == sorted(map(str, files))
+
+
+@pytest.mark.parametrize("problem", ["not-a-checkpoint", "truncated", "runs-code", "wrong-architecture",
+                                     "missing-input", "missing-checkpoint"])
+def test_embed_fails_clearly(golden_dir, images, tmp_path, problem):
+    folder, _ = images
+    ckpt = tmp_path / "model.pth"
+    extra = []
+    if problem == "not-a-checkpoint":
+        ckpt.write_text("hello")
+    elif problem == "truncated":
+        data = (golden_dir / "cervixfm_tiny.pth").read_bytes()
+        ckpt.write_bytes(data[:1000])
+    elif problem == "runs-code":
+        torch.save({"x": _Evil()}, ckpt)
+    elif problem == "wrong-architecture":
+        ckpt = golden_dir / "cervixfm_tiny.pth"
+        extra = ["--preset", "cervixfm-vitl16"]
+    elif problem == "missing-input":
+        ckpt = golden_dir / "cervixfm_tiny.pth"
+        folder = tmp_path / "nowhere"
+    elif problem == "missing-checkpoint":
+        ckpt = tmp_path / "absent.pth"
+    out = tmp_path / "f.npy"
+    result = _run_cli("embed", "--checkpoint", str(ckpt), "--out", str(out), *extra, str(folder), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("cervixfm embed: error:")
+    assert not out.exists() and not (tmp_path / "f.txt").exists()
+    assert not (tmp_path / "PWNED").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
