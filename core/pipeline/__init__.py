@@ -1,0 +1,1 @@
+"""Slide -> tiles -> batches -> backbone -> heads, on worker threads, resumable."""
