@@ -99,3 +99,30 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """``file_sha256`` remembered per (path, size, mtime): hashing a 1.2 GB checkpoint on every run costs seconds."""
+    import json
+
+    from ..io import atomic_write_text
+    from ..paths import cache_dir
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    store = cache_dir() / "sha256.json"
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    digest = file_sha256(path)
+    known[key] = digest
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(store, json.dumps(known))
+    except Exception:  # a read-only home must not stop an analysis
+        pass
+    return digest
