@@ -19,3 +19,11 @@ class ConfigError(CervixFMError):
 
 class InputError(CervixFMError):
     """An input file (image, slide, label table) is missing, unreadable or malformed."""
+
+
+class SlideError(InputError):
+    """A slide or image cannot be opened or read: missing, not a slide, truncated, or a damaged tile.
+
+    The message names the file and the problem; for a damaged tile it also names the region, so a reader can skip
+    it and carry on (the slide stays usable for the other tiles).
+    """

@@ -51,3 +51,45 @@ def atomic_save_npy(path: str | os.PathLike, array) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path, "w") as handle:
         handle.write(text)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Like ``atomic_write`` for libraries that open the file themselves (tifffile, h5py): yields a temporary path
+    beside ``path``; on success it is fsynced and renamed over ``path``, on any exception it is removed.
+
+    ``suffix`` lets a library that looks at the extension see the right one.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CervixFMError(f"Output folder {folder} does not exist: create it or choose another output path.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
+    except PermissionError as exc:
+        raise CervixFMError(f"Cannot write to {folder}: permission denied. Choose a writable output folder.") from exc
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a slide or feature file should be shareable
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+            raise CervixFMError(f"Disk full while writing {path}; nothing was overwritten. Free space and retry.") from exc
+        raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, briefly, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
