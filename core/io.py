@@ -79,7 +79,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
-            raise CervixFMError(f"Disk full while writing {path}; nothing was overwritten. Free space and retry.") from exc
+            raise CervixFMError(
+                f"Disk full while writing {path}; nothing was overwritten. Free space and retry.") from exc
         raise
 
 
