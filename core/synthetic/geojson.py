@@ -4,19 +4,18 @@ QuPath's dialect: a FeatureCollection of ``cell`` objects, each with ``geometry`
 ``nucleusGeometry``, ``properties.classification`` {name, color} and ``measurements``. Coordinates are level-0
 pixels of the TIFF (our files have no bounds offset). Outlines come from the same radius tables the renderer
 draws, sampled around each centre, so rings are closed, simple and valid, which recent QuPath insists on. The file
-is streamed feature by feature so a slide with a million cells never builds one huge string.
+is streamed feature by feature (through ``core.annotations``' FeatureCollection writer) so a slide with a million
+cells never builds one huge string.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from typing import Iterator
 
 import numpy as np
 
-from ..io import atomic_write
 from .classes import CLASSES
 from .layout import Layout
 from .shapes import Outline, polygon, radius_table
@@ -69,13 +68,6 @@ def cell_features(layout: Layout, seed: int) -> Iterator[dict]:
 
 def write_ground_truth(path: str | os.PathLike, layout: Layout, seed: int) -> int:
     """Write the FeatureCollection atomically; returns the number of cells written."""
-    n = 0
-    with atomic_write(path, "w") as fh:
-        fh.write('{"type": "FeatureCollection", "features": [\n')
-        for feature in cell_features(layout, seed):
-            if n:
-                fh.write(",\n")
-            fh.write(json.dumps(feature, separators=(",", ":")))  # ASCII: any locale can write it
-            n += 1
-        fh.write("\n]}\n")
-    return n
+    from ..annotations.geojson import write_feature_collection
+
+    return write_feature_collection(path, cell_features(layout, seed))
