@@ -20,11 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from .main_window import APP_NAME, MainWindow
+    from .style import apply_theme
+    from .workers import tune_interpreter_for_gui
 
+    tune_interpreter_for_gui()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
-    window = MainWindow(args.slide)
+    apply_theme(app)
+    window = MainWindow(args.slide, open_demo=args.slide is None)
     window.show()
     if args.quit_after is not None:
         QTimer.singleShot(args.quit_after, window.close)

@@ -21,14 +21,29 @@ def test_main_window_opens_and_closes():
     window.show()
     app.processEvents()
     assert window.isVisible() and window.windowTitle() == "CervixFM"
-    assert [a.text() for a in window.menuBar().actions()] == ["&File", "&Help"]
+    assert [a.text() for a in window.menuBar().actions()][:2] == ["&File", "&View"]
     window.close()
     app.processEvents()
     assert not window.isVisible()
 
 
-def test_viewer_command_exits_cleanly():
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO_ROOT))
-    result = subprocess.run([sys.executable, "-m", "cervixfm_app.viewer.main", "--quit-after", "200"],
+def test_viewer_command_exits_cleanly(tmp_path):
+    # Without a slide the viewer starts generating the demo slide; quitting must cancel that cleanly.
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO_ROOT), CERVIXFM_HOME=str(tmp_path),
+               XDG_CONFIG_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "cervixfm_app.viewer.main", "--quit-after", "1500"],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "cache" / "demo").glob("*.tiff")), "a cancelled demo left a file behind"
+
+
+def test_viewer_command_opens_a_slide(tmp_path):
+    from slide_fixtures import synthetic
+
+    slide = synthetic(tmp_path, "cli.tiff", width=1024, height=1024, seed=1).path
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(REPO_ROOT), CERVIXFM_HOME=str(tmp_path),
+               XDG_CONFIG_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "cervixfm_app.viewer.main", str(slide), "--quit-after", "1500"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

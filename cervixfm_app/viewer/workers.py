@@ -1,0 +1,183 @@
+"""Background threads for the viewer: prioritised jobs whose stale requests die in the queue, and a mailbox that
+hands results to the GUI thread in batches.
+
+A view that moves asks for a new set of tiles many times a second. Queuing every request would make the readers
+work through tiles the user has already scrolled past, so each ``submit`` replaces everything its owner still had
+waiting (a job already running finishes, and its result is cached for later). Results reach the GUI thread through
+a ``Mailbox``: one queued signal per batch, however many tiles arrived meanwhile, so a burst of tiles costs one
+repaint instead of one event each.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import sys
+import threading
+from typing import Callable, Hashable, Iterable
+
+from PySide6.QtCore import QObject, Qt, Signal
+
+log = logging.getLogger(__name__)
+
+Job = tuple[float, Hashable, Callable[[], None]]  # (priority: lower runs first, key, work)
+
+#: Niceness added to background threads: the GUI thread keeps the CPU when readers, renderers and analyses want
+#: more than the machine has (on one busy core, equal shares would leave the GUI a third of a frame's time).
+BACKGROUND_NICE = 10
+
+
+def lower_thread_priority(nice: int | None = None) -> None:
+    """Lower the calling thread's CPU priority (Linux keeps a nice value per thread; elsewhere nothing happens).
+
+    Threads the calling thread starts afterwards inherit it, so calling this first in an analysis thread also
+    covers the compute threads its libraries create.
+    """
+    nice = BACKGROUND_NICE if nice is None else nice
+    if not sys.platform.startswith("linux") or nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
+
+
+#: GIL hand-over interval for the viewer process. Python's default (5 ms) lets a reader thread in pure-Python code
+#: keep the GUI thread waiting up to 5 ms at every return from a Qt call; 1 ms bounds that wait.
+SWITCH_INTERVAL_S = 0.001
+
+
+def tune_interpreter_for_gui() -> None:
+    """Called once at viewer start-up (and by the viewer benchmark, to measure what users get)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+class JobQueue:
+    """A fixed pool of daemon threads running jobs by priority; each owner's pending jobs are replaced as a whole
+    by its next ``submit``. ``running(owner)`` tells which keys are being worked on, so an owner does not ask for
+    them again."""
+
+    def __init__(self, threads: int = 2, name: str = "viewer") -> None:
+        self._cv = threading.Condition()
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._generation: dict[int, int] = {}
+        self._running: dict[int, set] = {}
+        self._closed = False
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, owner: object, jobs: Iterable[Job]) -> None:
+        oid = id(owner)
+        with self._cv:
+            if self._closed:
+                return
+            gen = self._generation.get(oid, 0) + 1
+            self._generation[oid] = gen
+            busy = self._running.get(oid, ())
+            added = 0
+            for priority, key, fn in jobs:
+                if key in busy:
+                    continue
+                heapq.heappush(self._heap, (priority, next(self._seq), oid, gen, key, fn))
+                added += 1
+            if len(self._heap) > 4 * added + 256:  # drop dead entries so the heap does not grow without bound
+                self._heap = [e for e in self._heap if self._generation.get(e[2]) == e[3]]
+                heapq.heapify(self._heap)
+            self._cv.notify_all()
+
+    def cancel(self, owner: object) -> None:
+        """Forget everything ``owner`` still has waiting."""
+        with self._cv:
+            oid = id(owner)
+            self._generation[oid] = self._generation.get(oid, 0) + 1
+
+    def running(self, owner: object) -> frozenset:
+        with self._cv:
+            return frozenset(self._running.get(id(owner), ()))
+
+    def pending(self) -> int:
+        with self._cv:
+            return sum(1 for e in self._heap if self._generation.get(e[2]) == e[3])
+
+    def idle(self) -> bool:
+        with self._cv:
+            return not any(self._running.values()) and not any(
+                self._generation.get(e[2]) == e[3] for e in self._heap)
+
+    def _loop(self) -> None:
+        lower_thread_priority()
+        while True:
+            with self._cv:
+                while True:
+                    if self._closed:
+                        return
+                    job = None
+                    while self._heap:
+                        entry = heapq.heappop(self._heap)
+                        if self._generation.get(entry[2]) == entry[3]:
+                            job = entry
+                            break
+                    if job is not None:
+                        break
+                    self._cv.wait()
+                _, _, oid, _, key, fn = job
+                self._running.setdefault(oid, set()).add(key)
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a failing job must not kill the reader thread
+                log.exception("background job %r failed", key)
+            finally:
+                with self._cv:
+                    self._running.get(oid, set()).discard(key)
+                    self._cv.notify_all()
+
+    def shutdown(self, timeout: float = 2.0) -> bool:
+        """Stop taking jobs and wait (bounded) for the running ones, so a slide is not closed under a reader;
+        True when every thread has stopped."""
+        with self._cv:
+            self._closed = True
+            self._heap.clear()
+            self._cv.notify_all()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+        return not any(t.is_alive() for t in self._threads if t is not threading.current_thread())
+
+
+class Mailbox(QObject):
+    """Thread-safe inbox whose ``arrived`` signal fires in the GUI thread once per batch of ``post`` calls."""
+
+    arrived = Signal()
+    _poke = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._items: list = []
+        self._signalled = False
+        self._poke.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
+
+    def post(self, item) -> None:
+        with self._lock:
+            self._items.append(item)
+            if self._signalled:
+                return
+            self._signalled = True
+        try:
+            self._poke.emit()
+        except RuntimeError:  # the receiver was deleted (window closed) while a worker finished
+            pass
+
+    def _deliver(self) -> None:
+        self.arrived.emit()
+
+    def take(self) -> list:
+        with self._lock:
+            items, self._items = self._items, []
+            self._signalled = False
+        return items
