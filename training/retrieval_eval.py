@@ -5,6 +5,9 @@ ranking as cosine similarity after normalisation) returns the 10 nearest keys of
 hit rate (any of the first k has the query's label) and majority vote MV@5, MV@10 (ties to the label met first,
 i.e. nearest). With fewer than 10 keys, k shrinks to the number of keys and the metrics it cannot support are left out.
 
+The protocol itself (centring, normalisation, exact search) lives in ``core.retrieval.protocol``, shared with the
+cell index and atlases, so an atlas query ranks exactly as this evaluation does.
+
 Outputs in ``--save_path``: ``retrieval.json``, ``retrieval.csv`` and ``neighbours.csv`` (each query's neighbours,
 nearest first).
 """
@@ -16,51 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from core.errors import CervixFMError
+from core.retrieval.protocol import evaluate_retrieval, exact_search, prepare_embeddings
 
 from .cli_args import add_retrieval_arguments, run_module_cli
 from .reporting import RunLog, write_csv, write_json
 
-
-def prepare_embeddings(keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre both on the key mean, then L2-normalise each row (a zero row stays zero)."""
-    keys = np.asarray(keys, np.float32)
-    queries = np.asarray(queries, np.float32)
-    if keys.ndim != 2 or queries.ndim != 2 or keys.shape[1] != queries.shape[1]:
-        raise CervixFMError(f"Key features {keys.shape} and query features {queries.shape} must be (N, D) with one D.")
-    mean = keys.mean(axis=0, keepdims=True)
-    out = []
-    for x in (keys - mean, queries - mean):
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        out.append(np.ascontiguousarray(x / np.maximum(norm, 1e-12), dtype=np.float32))
-    return out[0], out[1]
-
-
-def search(keys: np.ndarray, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """(squared L2 distances, key indices), each (Q, min(k, n_keys)), nearest first; exact search."""
-    import faiss
-
-    if len(keys) == 0:
-        raise CervixFMError("Retrieval needs at least one key (training image).")
-    k = min(int(k), len(keys))
-    index = faiss.IndexFlatL2(keys.shape[1])
-    index.add(keys)
-    distances, indices = index.search(queries, k)
-    return distances, indices
-
-
-def evaluate_retrieval(key_features, key_labels, query_features, query_labels, k: int = 10
-                       ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """(metrics, neighbour indices (Q, k), distances) of the published protocol."""
-    from core.metrics import retrieval_metrics
-
-    keys, queries = prepare_embeddings(key_features, query_features)
-    distances, indices = search(keys, queries, k)
-    key_labels = np.asarray(key_labels)
-    metrics = retrieval_metrics(np.asarray(query_labels), key_labels[indices])
-    return metrics, indices, distances
+__all__ = ["evaluate_retrieval", "exact_search", "prepare_embeddings", "run", "handle", "main"]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
