@@ -30,6 +30,16 @@ def register(sub) -> None:
     p.add_argument("--slide-mpp", type=float, default=None, help="override the slide's own µm/px (files without MPP)")
     p.add_argument("--no-foreground", action="store_true", help="analyse every tile, not only the cell-bearing area")
     p.add_argument("--overwrite", action="store_true", help="recompute even when a complete result exists")
+    cells = p.add_argument_group("cells")
+    cells.add_argument("--cells", action="store_true",
+                       help="also find every cell, embed a crop centred on it, classify it with the bundle's "
+                            "cell-classifier heads and rank it (cells.h5, cells.geojson, cells.csv, cells_ranked.csv, "
+                            "cell_index/)")
+    cells.add_argument("--normal-classes", metavar="A,B",
+                       help="cell classes that count as normal for the abnormality score (default: the head's own "
+                            "list, else Bethesda NILM and the normal cell types)")
+    cells.add_argument("--cell-threshold", type=float, default=0.5,
+                       help="probability from which a cell counts in the slide's cell summary (default 0.5)")
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -58,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from core.pipeline.analyze import SlideAnalysis
 
     slides = _slides(Path(args.slide))
+    cell_options = None
+    if args.cells:
+        from core.cells import CellOptions
+
+        normal = tuple(c.strip() for c in args.normal_classes.split(",") if c.strip()) if args.normal_classes else None
+        cell_options = CellOptions(batch_size=args.batch_size, readers=args.readers, threshold=args.cell_threshold,
+                                   normal_classes=normal)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -74,19 +91,25 @@ def run(args: argparse.Namespace) -> int:
     for path in slides:
         try:
             analysis = SlideAnalysis(path, model, out, batch_size=args.batch_size, readers=args.readers,
-                                     mpp=args.slide_mpp, use_foreground=not args.no_foreground)
-            if not args.overwrite and analysis.existing_result() is not None:
+                                     mpp=args.slide_mpp, use_foreground=not args.no_foreground, cells=cell_options)
+            if not args.overwrite and not args.cells and analysis.existing_result() is not None:
                 print(f"{path.name}: already analysed with this model -> {analysis.folder}", file=sys.stderr)
                 continue
             if analysis.slide.mpp_source == "fallback":
                 print(f"{path.name}: warning: {analysis.slide.mpp_note}; assuming {analysis.slide.mpp[0]} µm/px "
                       "(set --slide-mpp)", file=sys.stderr)
-            with tqdm(total=len(analysis.grid), unit="tile", desc=path.name, disable=None, file=sys.stderr) as bar:
+            with tqdm(total=len(analysis.grid), unit="tile", desc=path.name, disable=None, file=sys.stderr) as bar, \
+                    tqdm(unit="cell", desc=f"{path.name} cells", disable=None if args.cells else True,
+                         file=sys.stderr) as cell_bar:
                 def on_progress(p, bar=bar):
                     bar.n = p.done
                     bar.refresh()
 
-                result = analysis.run(on_progress, reuse=not args.overwrite)
+                def on_cells(p, bar=cell_bar):
+                    bar.n = p.cells
+                    bar.set_postfix_str(f"tile {p.tiles_done}/{p.tiles_total}")
+
+                result = analysis.run(on_progress, reuse=not args.overwrite, cell_progress=on_cells)
             _print_summary(path, result)
         except CervixFMError as exc:
             if len(slides) == 1:
@@ -113,5 +136,24 @@ def _print_summary(path: Path, result) -> None:
     for key, counts in s.items():
         if key.endswith(".tile_counts"):
             lines.append(f"  {key[:-12]} tiles per class: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    lines += _cell_lines(result.cells)
     lines.append(f"  -> {result.folder}")
     print("\n".join(lines))
+
+
+def _cell_lines(cells: dict) -> list[str]:
+    if not cells:
+        return []
+    lines = [f"  cells: {cells['count']} found ({cells['status']}) in {cells['tiles_total']} localisation tiles"]
+    for name, s in (cells.get("slide_summary") or {}).items():
+        above = ", ".join(f"{c} {n}" for c, n in s["cells_per_class_above_threshold"].items())
+        lines.append(f"  cell head {name}: cells with p >= {s['threshold']:g}: {above}")
+        top = next(k for k in s if k.startswith("top") and k.endswith("_mean_abnormality"))
+        lines.append(f"    abnormal cells (abnormality >= {s['threshold']:g}): {s['abnormal_cells_above_threshold']}; "
+                     f"{top.split('_')[0]} mean abnormality {s[top]:.3f}; leading abnormal class "
+                     f"{s['leading_abnormal_class']}")
+        ranked = (cells.get("ranked") or {}).get(name, {}).get("abnormality", [])[:3]
+        if ranked:
+            lines.append("    most abnormal: " + "; ".join(f"({c['x']:.0f}, {c['y']:.0f}) {c['score']:.3f}"
+                                                         for c in ranked))
+    return lines

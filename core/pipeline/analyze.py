@@ -3,6 +3,8 @@
 ``SlideAnalysis`` is the object the viewer drives (run in a worker thread, ``prioritise_region`` for the viewport,
 ``cancel``); ``analyze_slide`` is the one-call form the CLI uses. Work already done is reused: a complete result
 made with the same model and parameters is returned as is, and an interrupted run resumes from its journal.
+With ``cells=`` the cell stage (``core.cells.CellAnalysis``: every cell found, embedded, classified, ranked) runs
+after the tiles, in the same folder and with the same model.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class SlideAnalysis:
         overlap_px: int = 0,
         mpp: float | None = None,
         use_foreground: bool = True,
+        cells=None,
     ):
+        """``cells``: True or a ``core.cells.CellOptions`` to run the cell stage after the tiles."""
         self.model = model
         self.slide = open_slide(slide_path, mpp=mpp)
         self.folder = result_folder(out_root, slide_path)
@@ -61,6 +65,13 @@ class SlideAnalysis:
             "slide": {"path": str(self.slide.path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns},
         }
         self._run: TileRun | None = None
+        self._cells = None  # the cell stage, once it exists
+        self.cell_options = None
+        if cells:
+            from ..cells import CellOptions
+
+            self.cell_options = cells if isinstance(cells, CellOptions) else CellOptions(batch_size=batch_size,
+                                                                                       readers=readers)
         self._cancel_requested = False
         self._early_regions: list[tuple[float, float, float, float]] = []  # asked for before run() started
 
@@ -69,9 +80,13 @@ class SlideAnalysis:
         self._cancel_requested = True
         if self._run is not None:
             self._run.cancel()
+        if self._cells is not None:
+            self._cells.cancel()
 
     def prioritise_region(self, x0: float, y0: float, x1: float, y1: float) -> int:
         """Analyse the tiles of this level-0 region next (the viewer calls this with its viewport)."""
+        if self._cells is not None:
+            return self._cells.prioritise_region(x0, y0, x1, y1)
         if self._run is None:
             self._early_regions.append((x0, y0, x1, y1))
             return 0
@@ -89,9 +104,11 @@ class SlideAnalysis:
         return result if same and result.status == "complete" and result.features_path.is_file() else None
 
     # ------------------------------------------------------------------------------------------------ running
-    def run(self, progress: Callable[[Progress], None] | None = None, reuse: bool = True) -> SlideResult:
+    def run(self, progress: Callable[[Progress], None] | None = None, reuse: bool = True,
+            cell_progress: Callable | None = None) -> SlideResult:
+        """Tiles, then (when asked) cells; ``cell_progress`` receives ``core.cells.CellProgress`` updates."""
         if reuse and (done := self.existing_result()) is not None:
-            return done
+            return self._run_cells(done, cell_progress, reuse)
         started = time.time()
         journal = Journal(self.folder / WORK_DIR, self.fingerprint)
         self._run = TileRun(self.boxes, self.grid.read, self.model.encode, journal, self.batch_size, self.readers)
@@ -104,6 +121,22 @@ class SlideAnalysis:
         result = self._assemble(journal, status, outcome.skipped, time.time() - started)
         if status == "complete":
             journal.remove()
+            result = self._run_cells(result, cell_progress, reuse)
+        return result
+
+    def _run_cells(self, result: SlideResult, progress, reuse: bool) -> SlideResult:
+        if self.cell_options is None or self._cancel_requested:
+            return result
+        from ..cells import CellAnalysis
+
+        self._cells = CellAnalysis.from_result(result, self.model, options=self.cell_options,
+                                               foreground=self.foreground)
+        for region in self._early_regions:
+            self._cells.prioritise_region(*region)
+        if self._cancel_requested:
+            self._cells.cancel()
+        outcome = self._cells.run(progress, reuse=reuse)
+        result.cells = outcome.record
         return result
 
     def _assemble(self, journal: Journal, status: str, skipped: dict[int, str], seconds: float) -> SlideResult:

@@ -2,7 +2,8 @@
 
 On disk, in the slide's output folder: ``result.json`` (metadata, provenance, summaries), ``tiles.npz`` (tile boxes
 and per-tile head outputs, arrays) and ``features.h5`` (CLAM/TRIDENT layout). ``result.json`` is written last, so its
-presence with ``status == "complete"`` means the rest is complete too.
+presence with ``status == "complete"`` means the rest is complete too. The optional cell stage (``core.cells``)
+adds ``cells.h5`` and its exports and records its summary, ranked cells and file names under ``cells``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class SlideResult:
     skipped: dict[int, str] = dataclasses.field(default_factory=dict)  # grid tile index -> reason
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # counts, fractions, timings
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The cell stage's record (status, counts, slide summary, ranked cells, files); empty when it has not run.
+    cells: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def features_path(self) -> Path:
@@ -46,10 +49,20 @@ class SlideResult:
 
         return read_features(self.features_path)
 
+    def read_cells(self, embeddings: bool = True):
+        """The cell stage's ``CellFile`` (table of cells, metadata); InputError when the stage has not run."""
+        from ..cells.table import CELLS_FILE, load_cells
+
+        return load_cells(self.folder / self.cells.get("files", {}).get("cells", CELLS_FILE), embeddings)
+
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.folder / TILES_FILE, "wb") as handle:
             np.savez(handle, tiles=np.asarray(self.tiles, np.int64), **self.tile_outputs)
+        self.save_metadata()
+
+    def save_metadata(self) -> None:
+        """Rewrite ``result.json`` only (the cell stage adds its record without touching the tile arrays)."""
         meta = {
             "slide": self.slide, "model": self.model, "params": self.params, "status": self.status,
             "heads": self.heads, "slide_scores": self.slide_scores,
@@ -57,6 +70,8 @@ class SlideResult:
             "summary": self.summary, "provenance": self.provenance,
             "files": {"features": FEATURES_FILE, "tiles": TILES_FILE},
         }
+        if self.cells:
+            meta["cells"] = self.cells
         atomic_write_text(self.folder / RESULT_FILE, json.dumps(meta, indent=1, default=_json_default))
 
 
@@ -86,5 +101,5 @@ def load_result(folder: str | Path) -> SlideResult:
         folder=folder, slide=meta["slide"], model=meta["model"], params=meta["params"], status=meta["status"],
         tiles=tiles, tile_outputs=arrays, heads=meta.get("heads", {}), slide_scores=meta.get("slide_scores", {}),
         skipped={int(k): v for k, v in meta.get("skipped", {}).items()}, summary=meta.get("summary", {}),
-        provenance=meta.get("provenance", {}),
+        provenance=meta.get("provenance", {}), cells=meta.get("cells", {}),
     )
