@@ -16,7 +16,7 @@ initialisation (layer scale 1e-5) and with layer scales set to 1, and colour his
 channel, square-rooted) as the classical baseline. None is a trained model: the numbers document the protocol and
 the floor, nothing more.
 
-Usage (about 3 minutes on 2 CPU cores)::
+Usage (about 3-6 minutes on 2 CPU cores)::
 
     .venv/bin/python benchmarks/atlas_eval.py [--data ../shared/data/cdetector_portion] [--json out.json]
 """

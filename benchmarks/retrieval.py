@@ -16,7 +16,8 @@ Data: ``N`` vectors in 1,000 clusters: cluster centres N(0, I), points = centre 
 0.5-1.5 per cluster) mapped into 1024-d by a fixed random basis + isotropic noise 0.15 + a common offset (so the
 centring matters). Queries are 1,000 further points of the same distribution (not stored).
 
-Usage (about 10-15 minutes and ~10 GB of memory on the 2-core machine; ``--n`` for a smaller run)::
+Usage (about 25 minutes with ``--no-compare``, 35 with the comparison, and ~10 GB of memory on the busy 2-core
+machine; ``--n`` for a smaller run)::
 
     .venv/bin/python benchmarks/retrieval.py [--n 1000000] [--no-compare] [--json out.json] [--workdir DIR]
 """
@@ -24,6 +25,7 @@ Usage (about 10-15 minutes and ~10 GB of memory on the 2-core machine; ``--n`` f
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -246,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     _, truth = flat.search(qn, 10)
     print(f"  ground truth: exact search of {len(queries)} queries in {time.perf_counter() - t:.0f} s", flush=True)
     exact_ms, _ = latencies(lambda q: search_flat(flat, centre_and_normalise(q, mean), 10), queries[:20])
+    del flat  # 4 GB the page cache needs for the memory-mapped raw vectors the re-rank reads
+    gc.collect()
+    t = time.perf_counter()
+    touched = sum(float(chunk[:, 0].sum()) for _, chunk in index.iter_vectors())  # a long-running viewer's state
+    print(f"  page cache warmed: raw vectors read once in {time.perf_counter() - t:.0f} s ({touched:.0f})", flush=True)
     index.search(queries[:5], 10)  # touch the code paths once
     ann_ms, found = latencies(lambda q: index.search(q, 10).ids[0], queries)
     recall = neighbour_recall(np.asarray(found), truth)
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_ram = sizes["rows"] / args.n
     report.update({
         "build_s": build, "settings": settings.to_dict(), "p50_ms": float(np.percentile(ann_ms, 50)),
-        "p99_ms": float(np.percentile(ann_ms, 99)), "recall10": recall,
+        "p90_ms": float(np.percentile(ann_ms, 90)), "p99_ms": float(np.percentile(ann_ms, 99)), "recall10": recall,
         "exact_p50_ms": float(np.percentile(exact_ms, 50)), "exact_p99_ms": float(np.percentile(exact_ms, 99)),
         "speedup_p50": float(np.percentile(exact_ms, 50) / np.percentile(ann_ms, 50)),
         "disk_bytes_per_vector": {k: v / args.n for k, v in sizes.items()},
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['faiss_threads']} for big jobs, 1 for single queries; load average "
           f"{report['load_average_start'][0]:.1f} at start, {report['load_average_end'][0]:.1f} at end):")
     print(f"  build time            {build:.0f} s (add + train + encode + calibrate + write)")
-    print(f"  latency               {pct(ann_ms)}   (target p50 <= 5 ms)")
+    print(f"  latency               {pct(ann_ms)}, p90 {np.percentile(ann_ms, 90):.2f} ms   (target p50 <= 5 ms)")
     print(f"  recall@10             {recall:.4f} against exact search   (target >= 0.95)")
     print(f"  exact search          {pct(exact_ms)} (IndexFlatL2, 20 queries)")
     print(f"  speed-up over exact   {report['speedup_p50']:.0f}x at p50")

@@ -24,6 +24,8 @@ def register(sub) -> None:
     mode = b.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add to the index at --out (slides in it are replaced)")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    b.add_argument("--cells", action="store_true",
+                   help="index the cells of `cervixfm analyze --cells` instead of the tiles")
     b.add_argument("--float16", action="store_true",
                    help="store embeddings as float16: half the disk and page cache; measured recall@10 0.999 of "
                         "float32 exact search")
@@ -51,11 +53,13 @@ def register(sub) -> None:
 def _build(args: argparse.Namespace) -> int:
     from core.retrieval.slides import build_slide_index
 
+    what = "cells" if args.cells else "tiles"
+
     def progress(folder, n):
-        print(f"{folder.name}: {n} tiles", file=sys.stderr)
+        print(f"{folder.name}: {n} {what}", file=sys.stderr)
 
     index = build_slide_index(args.results, args.out, dtype="float16" if args.float16 else "float32",
-                              overwrite=args.overwrite, append=args.append, progress=progress)
+                              overwrite=args.overwrite, append=args.append, what=what, progress=progress)
     print(f"index {args.out}: {len(index):,} entries from {len(index.slides())} slide(s), {index.mode} search")
     return 0
 

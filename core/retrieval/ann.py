@@ -1,22 +1,36 @@
 """Approximate nearest-neighbour search for large cell indexes: IVF + 4-bit PQ fast-scan, then an exact re-rank.
 
-Why this structure (measured on this project's 2-core CPU machine, 1024-d clustered vectors, single queries; the
-numbers and the script are in ``benchmarks/retrieval.py`` and ``benchmarks/README.md``):
+Why this structure. Measured with ``benchmarks/retrieval.py`` on this project's 2-core CPU machine (shared: load
+average 8-12 during the runs, so absolute times are pessimistic), 1024-d clustered vectors, one query at a time,
+k = 10, recall@10 against exact search with the published protocol:
 
-- Exact search (faiss ``IndexFlatL2``) is memory-bound: about 0.35 ms per 1,000 stored 1024-d vectors per query,
-  i.e. ~17 ms at 50k and ~350 ms at 1M. Below :data:`EXACT_LIMIT` exact search is kept: it is the published
-  protocol bit for bit, costs nothing to build, and stays under ~20 ms, while training an ANN index costs ~15 s on
-  2 cores and can only lose neighbours.
-- Candidates at 100k vectors (nlist 512, nprobe 32, re-rank of 100 candidates): IVF-Flat 8.4 ms p50 (recall@10
-  0.999); IVF-SQ8 7 ms (1.000); IVF-PQ64x8 1.6 ms (0.999, but 30 s to train and 15 s per 100k to encode);
-  HNSW32-Flat 0.4 ms (0.972 at efSearch 64), 26 s to build 100k, no removal, a second full copy of every vector;
-  **IVF + PQ(D/8)x4 fast-scan 0.35 ms (1.000), 15 s to train, 3 s per 100k to add, 64 bytes a vector**, and faiss
-  supports ``remove_ids`` on it. It is the choice.
-- PQ codes alone rank poorly (recall@10 ~0.6-0.7 on their own); every candidate list is therefore re-ranked exactly
-  against the stored raw vectors, centred on the *current* key mean, so the final order is the published protocol's
-  whenever the true neighbours are among the candidates. The IVF index itself keeps the mean it was built with.
-- ``nprobe`` is not guessed: after building, the index measures its own recall@10 against exact search on a sample
-  of its vectors and keeps the smallest ``nprobe`` reaching :data:`TARGET_RECALL`.
+- Exact search (faiss ``IndexFlatL2``, one thread) p50 in two runs: 6.5-6.9 ms at 10k vectors, 23-34 ms at 50k,
+  26-60 ms at 100k, 352-474 ms at 1M. It is the published protocol bit for bit and costs nothing to build.
+- The candidates, on a 100k subset (nlist 256; recall 0.886 at nprobe 16 and 0.991 at 32 for every IVF variant,
+  i.e. the lists, not the codes, limited recall there):
+
+  ====================================  ========  ===============  =====================  ============
+  index (re-rank of 100 where lossy)    build     p50 @ nprobe 32  memory per vector      removal
+  ====================================  ========  ===============  =====================  ============
+  IVF-Flat                              7.5 s     24 ms            4096 B                 yes
+  IVF-SQ8 + re-rank                     7.0 s     11.7 ms          1024 B (+ raw store)   yes
+  IVF-PQ64x8 + re-rank                  356 s     6.0 ms           64 B (+ raw store)     yes
+  HNSW32-Flat (efSearch 64 / 128)       114 s     0.45 / 1.0 ms    4352 B (a 2nd copy)    no
+  **IVF-PQ128x4 fast-scan + re-rank**   24 s      **0.32 ms**      **64 B** (+ raw store)  yes
+  ====================================  ========  ===============  =====================  ============
+
+  HNSW answers fast but costs a second full copy of every vector, 4-5x the build time on 2 cores (100k took 26 s
+  on a quiet machine, 114 s under load; extrapolated, not measured, 1M would take ~5-25 min), and faiss cannot
+  remove from it (removing a slide = a full rebuild). 8-bit PQ trains 15x slower than 4-bit fast-scan for no gain
+  once the candidates are re-ranked. IVF + 4-bit PQ fast-scan is the choice.
+- PQ codes alone rank poorly (recall@10 0.6-0.7 on their own); every candidate list is re-ranked exactly against the
+  stored raw vectors centred on the *current* key mean, so the final order is the published protocol's whenever the
+  true neighbours are among the candidates. The IVF index itself keeps the mean it was built with.
+- Neither ``nprobe`` nor the number of candidates is guessed: after each build the index measures its own
+  recall@10 against exact search (256 stored vectors as queries) and keeps the cheapest setting reaching
+  :data:`TARGET_RECALL` (:func:`calibrate`). At 1M the lists were never the limit (8 probes held 99.9 % of the true
+  neighbours) but the codes were: 100 / 200 / 400 candidates gave recall 0.92 / 0.98 / 0.999; the calibration chose
+  nprobe 8 with 200 candidates: held-out recall@10 0.980, single-query p50 1.4 ms, 347x faster than exact.
 """
 
 from __future__ import annotations
@@ -30,10 +44,11 @@ import numpy as np
 from ..errors import InputError
 from .threads import faiss_threads
 
-#: Exact search below this many vectors, approximate above. Exact single-query latency is ~0.35 ms per 1,000
-#: 1024-d vectors on 2 cores (measured: 35 ms at 100k), so 50k keeps exact queries near 17 ms, instant for a click,
-#: while an approximate index pays ~15 s of training; above it exact latency grows linearly past what a viewer
-#: can afford (350 ms at 1M) and the approximate index answers in ~1 ms.
+#: Exact search below this many vectors, approximate above. Exact single-query latency grows linearly with the
+#: count (measured p50 6.5-6.9 ms at 10k, 23-34 ms at 50k, 352-474 ms at 1M), so up to 50k an exact query stays near 30 ms,
+#: instant for a click, with no build cost, no approximation and the published numbers bit for bit; an approximate
+#: index pays ~10-25 s of training and calibration at that size and answers in ~1 ms. Past 50k exact latency heads
+#: for what a viewer cannot afford (hundreds of ms), while a single slide's cells alone can exceed 50k.
 EXACT_LIMIT = 50_000
 
 #: Recall@10 the self-calibration aims at, measured on stored vectors as queries (the acceptance bar is 0.95; the

@@ -48,12 +48,14 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def _caption(record: dict[str, Any]) -> list[str]:
+def _caption(record: dict[str, Any], size: int) -> list[str]:
+    """Rank and distance, then the label and where the hit comes from (slide stem, else image file name), cut to the
+    thumbnail width (PIL's default font is about 6 px a character)."""
     first = f"#{record['rank']}  d={record['distance']:.3f}"
     label = record.get("label") or ""
-    where = Path(record["name"]).name if record.get("name") else (Path(record["slide"]).stem if record.get("slide") else "")
+    where = Path(record["slide"]).stem if record.get("slide") else (Path(record["name"]).name if record.get("name") else "")
     second = f"[{label}] {where}" if label else where
-    return [first, second[:28]]
+    return [first, second[:max(4, size // 6)]]
 
 
 def contact_sheet(records: Sequence[dict[str, Any]], query: np.ndarray | None = None, size: int = 128,
@@ -65,7 +67,7 @@ def contact_sheet(records: Sequence[dict[str, Any]], query: np.ndarray | None = 
     slides: dict = {}
     try:
         for rec in records:
-            cells.append((hit_pixels(rec, size, data_root, slides), _caption(rec)))
+            cells.append((hit_pixels(rec, size, data_root, slides), _caption(rec, size)))
     finally:
         for slide in slides.values():
             with contextlib.suppress(Exception):

@@ -2,8 +2,10 @@
 
 A slide analysis (``cervixfm analyze``) already holds one embedding per tile (``features.h5``) and its level-0 box
 (``tiles.npz``); indexing a slide is copying those rows into the index with the slide's path, so no pixel is read
-again. Cells from a cell-level analysis go in the same way, through :meth:`CellIndex.add` with ``source="cell"``.
+again.
 
+Cells of a cell-level analysis (``cervixfm analyze --cells``) go in the same way (``what="cells"``), through
+:func:`core.cells.index.cell_entries`: one entry per cell with its crop box, class, abnormality score and id.
 Re-adding a slide replaces its earlier entries, so re-running the library build after new analyses is safe.
 """
 
@@ -21,6 +23,7 @@ from .index import CellIndex
 from .rows import RowTable
 
 RESULT_FILE = "result.json"
+WHAT = ("tiles", "cells")
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -41,17 +44,32 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def result_tile(result) -> dict:
-    """Tile size and resolution of a result: query crops must be cut the same way to be comparable."""
+def result_tile(result, what: str = "tiles") -> dict:
+    """Crop size and resolution of a result's entries: query crops must be cut the same way to be comparable."""
+    if what == "cells":
+        return {"size": int(result.cells["crop_size"]), "mpp": float(result.cells["crop_mpp"])}
     return {"size": int(result.params["tile_size"]), "mpp": float(result.params["target_mpp"])}
 
 
-def result_entries(result) -> tuple[np.ndarray, RowTable]:
-    """(tile features (N, D), rows) of an analysed slide; tiles take the first tile classifier's top class and
-    probability as label and score when the analysis had one."""
+def result_entries(result, what: str = "tiles") -> tuple[np.ndarray, RowTable]:
+    """(features (N, D), rows) of an analysed slide's tiles or cells.
+
+    Tiles take the first tile classifier's top class and probability as label and score when the analysis had
+    one; cells (``cervixfm analyze --cells``) come from :func:`core.cells.index.cell_entries` with their class,
+    abnormality score and cell id.
+    """
+    if what not in WHAT:
+        raise InputError(f"Index entries must be one of {', '.join(WHAT)}, not {what!r}.")
     if result.status != "complete":
         raise InputError(f"The analysis in {result.folder} is {result.status}, not complete: finish it with "
                          "`cervixfm analyze` before indexing the slide.")
+    if what == "cells":
+        if (result.cells or {}).get("status") != "complete":
+            raise InputError(f"{result.folder} has no complete cell analysis: run `cervixfm analyze --cells` on the "
+                             "slide before indexing its cells.")
+        from ..cells.index import cell_entries
+
+        return cell_entries(result)
     fs = result.read_features()
     boxes = np.asarray(result.tiles, np.int64).reshape(-1, 4)
     if len(fs) != len(boxes) or not np.array_equal(fs.coords, boxes[:, :2]):
@@ -70,13 +88,13 @@ def result_entries(result) -> tuple[np.ndarray, RowTable]:
     return fs.features, rows
 
 
-def add_result(index: CellIndex, result) -> int:
-    """Add (or replace) the tiles of one analysed slide; returns how many entries it now has."""
+def add_result(index: CellIndex, result, what: str = "tiles") -> int:
+    """Add (or replace) the tiles or cells of one analysed slide; returns how many entries it now has."""
     identity = identity_of_result(result)
-    features, rows = result_entries(result)
-    index.check_dim(features.shape[1], f"the tile features of {result.folder}")
+    features, rows = result_entries(result, what)
+    index.check_dim(features.shape[1], f"the {what} features of {result.folder}")
     index.set_backbone(identity)
-    index.set_tile(result_tile(result))
+    index.set_tile(result_tile(result, what))
     slide = str(result.slide["path"])
     if slide in index.slides():
         index.remove_slide(slide)
@@ -85,12 +103,10 @@ def add_result(index: CellIndex, result) -> int:
 
 
 def build_slide_index(results: Iterable[str | os.PathLike], out: str | os.PathLike, dtype: str = "float32",
-                      overwrite: bool = False, append: bool = False,
+                      overwrite: bool = False, append: bool = False, what: str = "tiles",
                       progress: Callable[[Path, int], None] | None = None, **create_options) -> CellIndex:
-    """An index of the tiles of every analysed slide in ``results`` (result folders or ``analyze --out`` folders).
-
-    ``append`` adds to an existing index at ``out`` (replacing slides already in it); otherwise a new one is made.
-    """
+    """An index of the tiles (or cells) of every analysed slide in ``results`` (result folders or ``analyze --out``
+    folders). ``append`` adds to an existing index at ``out`` (replacing slides already in it)."""
     from ..pipeline.results import load_result
 
     folders = find_results(results)
@@ -98,14 +114,13 @@ def build_slide_index(results: Iterable[str | os.PathLike], out: str | os.PathLi
     if append and (Path(out) / "manifest.json").is_file():
         index = CellIndex.open(out)
     else:
-        if not loaded:
-            raise InputError("No slide results given.")
         first = loaded[0]
-        dim = int(first.model.get("embed_dim") or first.read_features().features.shape[1])
-        index = CellIndex.create(out, dim, backbone=identity_of_result(first), kind="slides",
-                                 tile=result_tile(first), dtype=dtype, overwrite=overwrite, **create_options)
+        features, _ = result_entries(first, what)
+        index = CellIndex.create(out, features.shape[1], backbone=identity_of_result(first),
+                                 kind="cells" if what == "cells" else "slides", tile=result_tile(first, what),
+                                 dtype=dtype, overwrite=overwrite, **create_options)
     for result in loaded:
-        n = add_result(index, result)
+        n = add_result(index, result, what)
         if progress:
             progress(result.folder, n)
     index.save()

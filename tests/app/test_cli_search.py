@@ -62,7 +62,7 @@ def library(tiny, tmp_path_factory):
     slide = root / "demo.tiff"
     assert main(["demo-slide", str(slide), "--width", "2048", "--height", "2048", "--seed", "1", "--quiet"]) == 0
     assert main(["analyze", str(slide), "--checkpoint", tiny, "--out", str(root / "results"), "--device", "cpu",
-                 "--batch-size", "8"]) == 0
+                 "--batch-size", "8", "--cells"]) == 0
     assert main(["index", "build", "--results", str(root / "results"), "--out", str(root / "index")]) == 0
     return slide, root / "index", root / "results" / "demo"
 
@@ -112,6 +112,21 @@ def test_search_a_slide_library_by_position(library, tmp_path, capsys):
     assert main(["index", "info", str(index), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["entries"] == len(tiles) and info["slides"] == 1 and info["mode"] == "exact"
+
+
+def test_cell_library_finds_the_cell_under_the_point(library, tmp_path):
+    from core.retrieval import CellIndex
+
+    slide, _, result_folder = library
+    assert main(["index", "build", "--results", str(result_folder), "--out", str(tmp_path / "cells"), "--cells"]) == 0
+    cells = CellIndex.open(tmp_path / "cells")
+    assert cells.kind == "cells" and len(cells) > 3 and cells.row(0)["source"] == "cell"
+    box = cells.row(1)
+    out = tmp_path / "hits.json"
+    assert main(["search", "--index", str(tmp_path / "cells"), "--slide", str(slide), "--x", str(box["x"] + box["w"] / 2),
+                 "--y", str(box["y"] + box["h"] / 2), "-k", "3", "--json", str(out)]) == 0
+    hit = json.loads(out.read_text())["hits"][0]
+    assert (hit["x"], hit["y"], hit["name"]) == (box["x"], box["y"], box["name"])
 
 
 def test_remove_and_verify(library, tmp_path, capsys):
