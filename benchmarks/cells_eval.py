@@ -11,8 +11,10 @@ with a QuPath GeoJSON of every cell (class, outline, nucleus). For every backbon
 3. Classification: every detected cell labelled by the ground-truth cell whose nucleus holds its nucleus centre; a
    ``cell-classifier`` head trained with the published linear-probe recipe on the train slides' cells, tested on
    the test slides' cells: balanced accuracy over the 6 classes (chance 1/6) and abnormal (LSIL, HSIL) vs normal
-   AUROC of the abnormality score ``1 - P(normal)``. For understanding, the same protocol on the detector's 9
-   hand-crafted measurements (standardised), and a class-balanced logistic regression on them.
+   AUROC of the abnormality score ``1 - P(normal)``. The head is trained on standardised embeddings (the scaling
+   folded into the head) and, for comparison, on raw embeddings exactly as the published probe does. For
+   understanding, the same protocol on the detector's 9 hand-crafted measurements, and a class-balanced logistic
+   regression on them.
 
 Backbones (``--backbones``): ``tiny`` = the golden 96-d test checkpoint (DINOv2-style layer scale 1e-5, untrained:
 its CLS feature hardly depends on the image); ``vits16-ls1`` = a random ViT-S/16 with layer scales set to 1 (random
@@ -130,12 +132,12 @@ def localisation(results, truths, slide_mpp: float, crop_mpp: float) -> dict:
     }
 
 
-def classification(train_cells, test_cells, opts) -> dict:
+def classification(train_cells, test_cells, opts, standardize: bool = True) -> dict:
     from core.cells.classify import CellClassifier, normal_mask
     from core.metrics import balanced_accuracy, binary_auroc, confusion_matrix
     from training.cell_classifier import train_cell_classifier
 
-    head, fit = train_cell_classifier(train_cells, opts)
+    head, fit = train_cell_classifier(train_cells, opts, standardize=standardize)
     clf = CellClassifier("eval", head, train_cells.classes, None, normal_mask(train_cells.classes))
     out = clf.outputs(test_cells.features)
     pred = out["probs"].argmax(axis=1)
@@ -175,6 +177,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=6, help="training slides")
     ap.add_argument("--test", type=int, default=3, help="test slides")
     ap.add_argument("--side", type=int, default=6144, help="slide side in level-0 px (0.25 µm/px)")
+    ap.add_argument("--seed-base", type=int, default=300,
+                    help="train slides use seeds base+1.., test slides base+101.. (100 was used while tuning)")
     ap.add_argument("--backbones", nargs="+", default=["tiny", "vits16-ls1"])
     ap.add_argument("--patience", type=int, default=5, help="linear-probe early stop (published: 5)")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -192,8 +196,8 @@ def main() -> None:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="cervixfm-cells-eval-"))
     work.mkdir(parents=True, exist_ok=True)
-    train_seeds = list(range(101, 101 + args.train))
-    test_seeds = list(range(201, 201 + args.test))
+    train_seeds = list(range(args.seed_base + 1, args.seed_base + 1 + args.train))
+    test_seeds = list(range(args.seed_base + 101, args.seed_base + 101 + args.test))
     t0 = time.perf_counter()
     slides = make_slides(work, train_seeds + test_seeds, args.side)
     truths = [read_truth(p.with_suffix(".geojson")) for p in slides]
@@ -218,15 +222,17 @@ def main() -> None:
                                   features=features)
 
         train_idx, test_idx = list(range(args.train)), list(range(args.train, len(slides)))
-        cls = classification(cells_of(train_idx), cells_of(test_idx), opts)
+        train_cells, test_cells = cells_of(train_idx), cells_of(test_idx)
+        cls = classification(train_cells, test_cells, opts)
+        cls_raw = classification(train_cells, test_cells, opts, standardize=False)
         tr_m, te_m = cells_of(train_idx, "measurements"), cells_of(test_idx, "measurements")
-        mu, sd = tr_m.features.mean(0), tr_m.features.std(0) + 1e-6
-        tr_m = dataclasses.replace(tr_m, features=(tr_m.features - mu) / sd)
-        te_m = dataclasses.replace(te_m, features=(te_m.features - mu) / sd)
         cls_meas = classification(tr_m, te_m, opts)
-        base = measurement_baseline(tr_m, te_m)
+        mu, sd = tr_m.features.mean(0), tr_m.features.std(0) + 1e-6
+        base = measurement_baseline(dataclasses.replace(tr_m, features=(tr_m.features - mu) / sd),
+                                    dataclasses.replace(te_m, features=(te_m.features - mu) / sd))
         cells_found = sum(len(r) for r in results)
         report["backbones"][name] = {"localisation": loc, "classification_embeddings": cls,
+                                     "classification_embeddings_unstandardized": cls_raw,
                                      "classification_measurements_probe": cls_meas,
                                      "measurements_logistic_regression": base,
                                      "cells_found": cells_found, "seconds": round(seconds, 1)}
@@ -250,7 +256,9 @@ def main() -> None:
         c = loc["crop_centre_offset_px_truth_non_overlapping"]
         print(f"crop centring, true nucleus centre of matched non-overlapping cells ({c['cells']}): max "
               f"{c['max']:.2f} px, p99 {c['p99']:.2f} px, {100 * c['share_within_4px']:.1f}% within 4 px")
-        for title, r in (("linear probe on embeddings", cls), ("linear probe on measurements", cls_meas),
+        for title, r in (("linear probe on embeddings (standardised, the default)", cls),
+                         ("linear probe on raw embeddings (published recipe)", cls_raw),
+                         ("linear probe on measurements (standardised)", cls_meas),
                          ("logistic regression on measurements", base)):
             print(f"{title}: balanced accuracy {r['balanced_accuracy']:.3f} (chance {1 / 6:.3f}), abnormal vs "
                   f"normal AUROC {r['abnormal_auroc']:.3f}")

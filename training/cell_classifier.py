@@ -95,15 +95,39 @@ def labelled_cells(cell_files: Sequence, truths: Sequence, max_distance_um: floa
         np.concatenate(centres) if centres else np.zeros((0, 2)))
 
 
-def train_cell_classifier(cells: LabelledCells, opts: ProbeOptions | None = None,
+def train_cell_classifier(cells: LabelledCells, opts: ProbeOptions | None = None, standardize: bool = True,
                           log: Callable[[str], None] = lambda _m: None):
-    """(LinearHead, FitResult): the published linear probe on the labelled cells' embeddings."""
+    """(LinearHead, FitResult): the published linear probe on the labelled cells' embeddings.
+
+    ``standardize`` trains on embeddings scaled to zero mean and unit variance per dimension (training cells'
+    statistics) and folds the scaling back into the head, so the saved head takes raw embeddings like any other.
+    The published probe does not standardise; on untrained or weakly trained backbones, whose CLS dimensions
+    vary little around large means, its zero-initialised head then stays on the majority class for the few
+    epochs early stopping allows (benchmarks/cells_eval.py reports both).
+    """
     opts = opts or ProbeOptions()
     present = np.unique(cells.labels)
     if len(present) < 2:
         raise CervixFMError(f"Training a cell classifier needs cells of at least two classes; found "
                             f"{cells.class_counts()}.")
-    return train_linear_probe(cells.features, cells.labels, len(cells.classes), opts, log)
+    x = np.asarray(cells.features, np.float32)
+    if not standardize:
+        return train_linear_probe(x, cells.labels, len(cells.classes), opts, log)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0) + 1e-6
+    head, fit = train_linear_probe((x - mean) / std, cells.labels, len(cells.classes), opts, log)
+    fold_standardisation(head, mean, std)
+    return head, fit
+
+
+def fold_standardisation(head, mean: np.ndarray, std: np.ndarray) -> None:
+    """Make a head trained on ``(x - mean) / std`` take ``x``: W' = W / std, b' = b - W' mean."""
+    import torch
+
+    with torch.no_grad():
+        w = head.classifier.weight / torch.as_tensor(std, dtype=head.classifier.weight.dtype)
+        head.classifier.bias -= w @ torch.as_tensor(mean, dtype=w.dtype)
+        head.classifier.weight.copy_(w)
 
 
 def save_cell_classifier(path: str | Path, head, classes: Sequence[str], colors=None,
@@ -140,12 +164,13 @@ def handle(args: argparse.Namespace) -> int:
     print(f"{len(cells)} labelled cells: " + ", ".join(f"{c} {n}" for c, n in cells.class_counts().items()),
           file=sys.stderr)
     opts = ProbeOptions(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed)
-    head, fit = train_cell_classifier(cells, opts, log=lambda m: print(m, file=sys.stderr))
+    head, fit = train_cell_classifier(cells, opts, standardize=not args.no_standardize,
+                                      log=lambda m: print(m, file=sys.stderr))
     normal = [c.strip() for c in args.normal_classes.split(",")] if args.normal_classes else None
     model = cell_files[0].meta.get("model") or {}
     path = save_cell_classifier(args.out, head, cells.classes, cells.colors, normal,
                                 {"backbone": model.get("name"), "backbone_sha256": model.get("sha256"),
                                  "trained_on": [str(r) for r in args.results], "cells": len(cells),
-                                 "best_epoch": fit.best_epoch})
+                                 "best_epoch": fit.best_epoch, "standardized": not args.no_standardize})
     print(f"wrote {path} ({len(cells.classes)} classes, best epoch {fit.best_epoch})")
     return 0

@@ -28,6 +28,9 @@ def register(sub) -> None:
                                                             "training loss (published: 5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-standardize", action="store_true",
+                   help="train on raw embeddings as the published probe does (default: standardised per dimension, "
+                        "folded back into the head so it takes raw embeddings)")
     p.set_defaults(func=_run)
 
 

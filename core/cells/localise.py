@@ -37,16 +37,19 @@ class LocaliseOptions:
     min_nucleus_um2: float = 5.0
     #: Smallest mean haematoxylin density of a nucleus (real nuclei are 1-3; leaks from dense cytoplasm barely
     #: pass the threshold).
-    min_nucleus_od: float = 0.7
+    min_nucleus_od: float = 0.55
     #: Largest nucleus kept, µm^2; bigger dark areas are clumps or debris, not one nucleus.
     max_nucleus_um2: float = 600.0
-    #: A nucleus's outline sits where its haematoxylin falls to this share of its maximum (0: at the threshold).
-    edge_fraction: float = 0.35
+    #: A nucleus's outline sits where its haematoxylin falls to this share of its mean (0: at the threshold).
+    edge_fraction: float = 0.6
     #: Depth of a distance-transform maximum (µm) that makes a separate nucleus.
-    split_depth_um: float = 0.6
+    split_depth_um: float = 0.3
     #: Two touching dark bodies are two nuclei only if their shared border is shorter than this share of the
     #: smaller one's diameter (the lobes of a neutrophil nucleus meet along wide necks).
     max_neck: float = 0.7
+    #: Only bodies up to this size (µm^2) are candidates for one lobed nucleus; bigger ones are overlapping nuclei
+    #: (a neutrophil nucleus is under 60 µm^2, a high-grade one 100-250 µm^2).
+    max_lobed_um2: float = 150.0
     #: OD (max over channels) above which a pixel is stained at all.
     cytoplasm_threshold: float = 0.05
     #: Enclosed unstained areas up to this size (µm^2) belong to the cell (koilocyte halos).
@@ -144,14 +147,19 @@ def find_nuclei(h: np.ndarray, mpp: float, opts: LocaliseOptions) -> np.ndarray:
         mean_h = np.bincount(flat, h.ravel(), n + 1) / np.maximum(areas / px_area, 1)
         areas[mean_h < opts.min_nucleus_od] = -1.0
     min_px = opts.min_nucleus_um2 / px_area
+    max_px = opts.max_nucleus_um2 / px_area
+    merge_px = opts.max_lobed_um2 / px_area
     depth = opts.split_depth_um / mpp
     next_id = 1
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None or not opts.min_nucleus_um2 <= areas[k] <= opts.max_nucleus_um2:
+        if sl is None or areas[k] < opts.min_nucleus_um2:
             continue
         sl = _grow_slice(sl, 1, labels.shape)
         body = ndimage.binary_fill_holes(labels[sl] == k)
-        parts = split_touching(body, depth, min_px, opts.max_neck)
+        parts = split_touching(body, depth, min_px, opts.max_neck, merge_px)
+        sizes = np.bincount(parts.ravel())
+        parts[(sizes > max_px)[parts] & (parts > 0)] = 0  # dark debris, not a nucleus
+        parts = _relabel(parts)
         view = out[sl]
         view[parts > 0] = parts[parts > 0] + (next_id - 1)
         next_id += int(parts.max())
@@ -159,29 +167,33 @@ def find_nuclei(h: np.ndarray, mpp: float, opts: LocaliseOptions) -> np.ndarray:
 
 
 def nucleus_outlines(nuclei: np.ndarray, h: np.ndarray, fraction: float) -> np.ndarray:
-    """Each nucleus cut down to the pixels at least ``fraction`` as dark as its darkest one (same labels).
+    """Each nucleus cut down to the pixels at least ``fraction`` as dark as its mean (same labels).
 
     The detection threshold sits low on a nucleus's blurred edge, so thresholded nuclei come out a pixel or two too
     wide (half again the area of a lymphocyte nucleus). They stay the seeds cells are grown from; the outline and
-    the measurements use the half-maximum edge, which is where the edge is for a pale and a dark nucleus alike.
+    the measurements use an edge relative to the nucleus's own darkness, which is where the edge is for a pale and
+    a dark nucleus alike. (The mean, not the maximum: where nuclei overlap their densities add.)
     """
     n = int(nuclei.max())
     if n == 0 or fraction <= 0:
         return nuclei
-    peak = np.zeros(n + 1, np.float32)
-    np.maximum.at(peak, nuclei.ravel(), h.ravel().astype(np.float32))
+    flat = nuclei.ravel()
+    count = np.bincount(flat, minlength=n + 1)
+    mean = (np.bincount(flat, h.ravel(), n + 1) / np.maximum(count, 1)).astype(np.float32)
     inside = nuclei > 0
-    keep = inside & (h >= fraction * peak[nuclei])
+    keep = inside & (h >= fraction * mean[nuclei])
     keep = ndimage.binary_fill_holes(keep) & inside
     return np.where(keep, nuclei, 0)
 
 
-def split_touching(body: np.ndarray, depth_px: float, min_px: float, max_neck: float = 0.7) -> np.ndarray:
+def split_touching(body: np.ndarray, depth_px: float, min_px: float, max_neck: float = 0.7,
+                   max_lobed_px: float = np.inf) -> np.ndarray:
     """Labels of the nuclei in one connected dark body.
 
-    Candidate parts come from a watershed of the distance transform seeded at its h-maxima; two parts stay
-    separate only where they meet along a neck narrower than ``max_neck`` times the smaller part's diameter. Two
-    round nuclei touching have a short shared border; the lobes of one neutrophil nucleus meet along a wide one.
+    Candidate parts come from a watershed of the distance transform seeded at its h-maxima; two parts no bigger
+    together than ``max_lobed_px`` stay separate only where they meet along a neck narrower than ``max_neck`` times
+    the smaller part's diameter. Two round nuclei touching have a short shared border; the lobes of one neutrophil
+    nucleus meet along a wide one. Bigger bodies (the overlapping nuclei of a high-grade cluster) keep every part.
     """
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
@@ -194,7 +206,7 @@ def split_touching(body: np.ndarray, depth_px: float, min_px: float, max_neck: f
     if n <= 1:
         return single
     parts = watershed(-dist, seeds, mask=body)
-    parts = merge_wide_necks(parts, max_neck)
+    parts = merge_wide_necks(parts, max_neck, max_lobed_px)
     sizes = np.bincount(parts.ravel())
     small = np.flatnonzero(sizes < min_px)
     small = small[(small > 0) & (sizes[small] > 0)]
@@ -205,8 +217,9 @@ def split_touching(body: np.ndarray, depth_px: float, min_px: float, max_neck: f
     return _relabel(parts)
 
 
-def merge_wide_necks(parts: np.ndarray, max_neck: float) -> np.ndarray:
-    """Merge adjacent parts whose shared border is longer than ``max_neck`` x the smaller one's diameter."""
+def merge_wide_necks(parts: np.ndarray, max_neck: float, max_merged_px: float = np.inf) -> np.ndarray:
+    """Merge adjacent parts whose shared border is longer than ``max_neck`` x the smaller one's diameter, as long
+    as the merged part stays within ``max_merged_px``."""
     parts = parts.copy()
     while True:
         borders: dict[tuple[int, int], int] = {}
@@ -219,7 +232,10 @@ def merge_wide_necks(parts: np.ndarray, max_neck: float) -> np.ndarray:
         if not borders:
             return parts
         sizes = np.bincount(parts.ravel())
-        ratio = {pair: n / (2.0 * np.sqrt(min(sizes[pair[0]], sizes[pair[1]]) / np.pi)) for pair, n in borders.items()}
+        ratio = {pair: n / (2.0 * np.sqrt(min(sizes[pair[0]], sizes[pair[1]]) / np.pi))
+                 for pair, n in borders.items() if sizes[pair[0]] + sizes[pair[1]] <= max_merged_px}
+        if not ratio:
+            return parts
         worst = max(ratio, key=ratio.get)
         if ratio[worst] <= max_neck:
             return parts

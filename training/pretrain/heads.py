@@ -8,6 +8,8 @@ is fixed at 1 as in DINOv2; it is kept as a buffer so checkpoints carry DINOv2's
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,11 +22,13 @@ class PrototypeLayer(nn.Module):
         super().__init__()
         self.weight_v = nn.Parameter(torch.empty(out_dim, in_dim))
         self.register_buffer("weight_g", torch.ones(out_dim, 1))
-        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        # nn.Linear's default initialisation, as DINOv2 builds this layer after initialising the MLP: the rows'
+        # norm sets how fast Adam turns the prototypes (the update of v / ||v|| scales with 1 / ||v||).
+        nn.init.kaiming_uniform_(self.weight_v, a=math.sqrt(5))
 
     def weight(self) -> torch.Tensor:
         v = self.weight_v
-        return self.weight_g.to(v.dtype) * v / v.norm(dim=1, keepdim=True)
+        return v * (self.weight_g.to(v.dtype) / v.norm(dim=1, keepdim=True))  # one pass over the (K, d) matrix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight().to(x.dtype))
