@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="further pretraining settings")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # KEY=VALUE may follow options
     torch.set_num_threads(args.threads)
 
     from training.pretrain.config import MODULES, load_config

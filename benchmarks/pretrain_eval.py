@@ -15,7 +15,7 @@ iteration 0 (the same architecture and initialisation, i.e. what pretraining sta
 centred on every ground-truth cell (224 px at 0.5 µm/px, read with ``slide.read_scaled``), classes = the ground-truth
 cell classes, keys and queries from different slides.
 
-Usage (run in the background on a shared machine; about 25 min and 15 min on one core)::
+Usage (about 20 and 6 minutes on an idle core, much longer on a shared machine: run it in the background)::
 
     nice .venv/bin/python benchmarks/pretrain_eval.py cells --out /tmp/pretrain_cells --docs-image
     nice .venv/bin/python benchmarks/pretrain_eval.py synthetic --out /tmp/pretrain_synthetic
@@ -192,7 +192,7 @@ def main() -> int:
     parser.add_argument("--skip-train", action="store_true", help="evaluate the existing run in --out")
     parser.add_argument("--docs-image", action="store_true", help="copy the loss curve to docs/images/pretrain_loss.png")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # KEY=VALUE may follow options
     import torch
 
     torch.set_num_threads(args.threads)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import CervixFMError
+from ..pipeline.scheduler import TileScheduler, tiles_in_region
 from ..slides import ForegroundMask, Slide, detect_foreground, open_slide
 from .cell import CellDetector
 from .classify import CellClassifier, classifiers_of_model, rank, ranked_lists
@@ -83,7 +84,7 @@ class CellProgress:
 class CellResult:
     folder: Path
     status: str  # "complete" or "cancelled"
-    table: CellTable
+    table: CellTable  # without embeddings when an earlier run was reused (``load_cells(folder)`` reads them)
     record: dict[str, Any]  # what result.json holds under "cells"
 
     def __len__(self) -> int:
@@ -157,8 +158,7 @@ class CellAnalysis:
         self._cancel.set()
 
     def prioritise_region(self, x0: float, y0: float, x1: float, y1: float) -> int:
-        from ..pipeline.scheduler import tiles_in_region
-
+        """Localise the tiles of this level-0 region next (the viewer calls this with its viewport)."""
         hits = tiles_in_region(self.tiles.boxes, x0, y0, x1, y1)
         if self._scheduler is None:
             self._early_regions.append((x0, y0, x1, y1))
@@ -190,8 +190,6 @@ class CellAnalysis:
         done_tiles = journal.done_tiles()
         skipped = journal.skipped()
         todo = [i for i in range(len(self.tiles)) if i not in done_tiles and i not in skipped]
-        from ..pipeline.scheduler import TileScheduler
-
         self._scheduler = TileScheduler(todo)
         for region in self._early_regions:
             self.prioritise_region(*region)

@@ -12,7 +12,9 @@ import argparse
 import sys
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, overrides_nargs: str = argparse.REMAINDER) -> None:
+    """Options and KEY=VALUE overrides. The overrides are collected as a remainder (re-parsed in ``handle``) so
+    options may come between them under ``cervixfm`` too, whose top-level parser does not intermix."""
     parser.add_argument("--config", default="default", metavar="FILE",
                         help="YAML merged over the reference settings, or a built-in name: default, tiny "
                              "(default: default)")
@@ -22,9 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse to start if DIR already holds checkpoints (default: resume from the last one)")
     parser.add_argument("--print-config", action="store_true", help="print the merged settings and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    parser.add_argument("overrides", nargs=overrides_nargs, metavar="KEY=VALUE",
                         help="settings to override, e.g. optim.base_lr=0.001 train.dataset_path=cells/ "
                              "student.arch=vit_small")
+
+
+def _reparse_remainder(args: argparse.Namespace) -> argparse.Namespace:
+    """Options found among the overrides (``a=1 --quiet b=2``) parsed as options; what was set before is kept."""
+    rest = list(args.overrides or [])
+    if not any(item.startswith("-") for item in rest):
+        return args
+    parser = argparse.ArgumentParser(prog="pretrain", add_help=False)
+    add_arguments(parser, overrides_nargs="*")
+    given = {k: v for k, v in vars(args).items() if k != "overrides"}
+    fresh = parser.parse_intermixed_args(rest)
+    defaults = vars(parser.parse_args([]))
+    merged = {**given, **{k: v for k, v in vars(fresh).items() if v != defaults.get(k)}}
+    merged["overrides"] = fresh.overrides
+    return argparse.Namespace(**merged)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -44,6 +61,7 @@ def handle(args: argparse.Namespace) -> int:
     from .checkpoint import latest_checkpoint
     from .trainer import check_ready, run_pretraining
 
+    args = _reparse_remainder(args)
     cfg = config_from_args(args)
     if args.print_config:
         print(cfg.to_yaml(), end="")

@@ -44,7 +44,7 @@ class Config(dict):
         return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
 
 def _wrap(data: Any) -> Any:

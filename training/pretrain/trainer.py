@@ -326,7 +326,17 @@ def run_pretraining(cfg: Config, log: Callable[[str], None] | None = None, progr
 
 def _export_and_evaluate(meta: SSLMetaArch, cfg: Config, folder: Path, iteration: int, say
                          ) -> tuple[dict[str, Path], dict[str, Any] | None]:
-    """Export the teacher (process 0 writes) and run the k-NN evaluation when ``evaluation.knn_data`` is set."""
+    """Export the teacher (process 0 writes) and run the k-NN evaluation when ``evaluation.knn_data`` is set.
+
+    Runs on forked random generators: building the evaluation model must not move the training's streams, or a
+    run with evaluations would differ from one without (and from its own resumed self)."""
+    devices = [meta.device] if meta.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return _export_and_evaluate_now(meta, cfg, folder, iteration, say)
+
+
+def _export_and_evaluate_now(meta: SSLMetaArch, cfg: Config, folder: Path, iteration: int, say
+                             ) -> tuple[dict[str, Path], dict[str, Any] | None]:
     teacher = _teacher_state(meta)  # a collective under FSDP: every process takes part
     paths: dict[str, Path] = {}
     result = None

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import shapely
 import torch
 from shapely.geometry import shape
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -39,10 +37,7 @@ def test_the_linear_probe_learns_cell_classes_that_transfer_to_another_slide(two
     # (the test backbone's random embeddings are not; benchmarks/cells_eval.py reports real backbones).
     train = labelled_cells(files[:1], truths[:1], classes=CLASS_NAMES, features="measurements")
     test = labelled_cells(files[1:], truths[1:], classes=CLASS_NAMES, features="measurements")
-    mu, sd = train.features.mean(0), train.features.std(0) + 1e-6
-    train = dataclasses.replace(train, features=(train.features - mu) / sd)
-    test = dataclasses.replace(test, features=(test.features - mu) / sd)
-    head, fit = train_cell_classifier(train, ProbeOptions(patience=20))
+    head, fit = train_cell_classifier(train, ProbeOptions(patience=20))  # standardised, folded into the head
     path = save_cell_classifier(tmp_path / "cells.safetensors", head, train.classes, train.colors)
     clf = classifier_from_head_file(path)
     assert clf.classes == list(CLASS_NAMES) and clf.abnormal_classes == ["LSIL", "HSIL"]
@@ -50,3 +45,20 @@ def test_the_linear_probe_learns_cell_classes_that_transfer_to_another_slide(two
     bacc = balanced_accuracy(test.labels, out["probs"].argmax(axis=1))
     auroc = binary_auroc(np.isin(test.labels, [3, 4]).astype(int), out["abnormality"])
     assert bacc > 0.45 and auroc > 0.9, (bacc, auroc)  # chance: 1/6 and 0.5
+
+
+def test_standardisation_folds_into_the_head():
+    import torch
+
+    from core.models.heads import LinearHead
+    from training.cell_classifier import fold_standardisation
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 0.01, size=(50, 4)).astype(np.float32)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    head = LinearHead(4, 3)
+    torch.nn.init.normal_(head.classifier.weight)
+    torch.nn.init.normal_(head.classifier.bias)
+    want = head(torch.as_tensor((x - mean) / std)).detach().numpy()
+    fold_standardisation(head, mean, std)
+    np.testing.assert_allclose(head(torch.as_tensor(x)).detach().numpy(), want, rtol=1e-3, atol=1e-3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,9 +19,31 @@ def _quiet(message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(texture_images, tmp_path_factory):
+def labelled_cells(tmp_path_factory):
+    """train/ + train.npy: 24 flat-colour crops of 3 classes from 8 "source images" (file-name prefixes)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("labelled")
+    (root / "train").mkdir()
+    rng = np.random.default_rng(0)
+    colours = [(200, 60, 60), (60, 180, 60), (60, 60, 200)]
+    rows = []
+    for i in range(24):
+        label = i % 3
+        image = np.clip(np.array(colours[label]) + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+        name = f"{i // 3:03d}_{i}.png"
+        Image.fromarray(image).save(root / "train" / name)
+        rows.append([name, str(label)])
+    np.save(root / "train.npy", np.asarray(rows, dtype=str))
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(texture_images, labelled_cells, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    cfg = tiny_config(texture_images, out, "student.drop_path_rate=0.2")
+    # with a periodic export + k-NN evaluation at iteration 2, which must not change the trajectory
+    cfg = tiny_config(texture_images, out, "student.drop_path_rate=0.2", "evaluation.eval_period_iterations=2",
+                      f"evaluation.knn_data={labelled_cells}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the function-scoped runs it is compared with (set by tests/training/conftest.py)
     try:
@@ -46,11 +70,21 @@ def test_resumed_run_repeats_the_uninterrupted_trajectory(texture_images, tmp_pa
     b = torch.load(second.exports["backbone"], weights_only=True)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # the metrics file holds each iteration once
-    import json
-
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "metrics.csv").is_file()
+
+
+def test_periodic_exports_and_knn_evaluation(uninterrupted):
+    _, full = uninterrupted
+    assert [r["iteration"] for r in full.knn] == [2, 4]
+    for r in full.knn:
+        assert r["n_keys"] + r["n_queries"] == 24 and 0.0 <= r["knn20_balanced_accuracy"] <= 1.0
+    folder = full.output_dir / "eval" / "training_2"
+    assert {p.name for p in folder.iterdir()} >= {"teacher_backbone.pth", "teacher_checkpoint.pth",
+                                                  "backbone_config.json", "knn.json"}
+    # keys and queries come from different source images (file-name prefixes)
+    assert json.loads((folder / "knn.json").read_text())["iteration"] == 2
 
 
 def test_exports_load_as_cervixfm_backbones(texture_images, uninterrupted):
@@ -105,3 +139,11 @@ def test_weighted_knn_matches_a_direct_vote():
             votes[labels[j]] += np.exp(sims[j] / 0.1)
         np.testing.assert_allclose(scores[q], votes, rtol=1e-4)
         assert pred[q] == votes.argmax()
+
+
+def test_knn_keys_and_queries_come_from_different_source_images(labelled_cells):
+    from training.pretrain.knn import labelled_split, source_groups
+
+    keys, queries = labelled_split(labelled_cells, seed=0)
+    assert len(keys) + len(queries) == 24 and len(queries) > 0
+    assert not set(source_groups(keys.names)) & set(source_groups(queries.names))
