@@ -55,6 +55,9 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import CpuMonitor  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from core.models import build_vit, get_preset  # noqa: E402
@@ -254,38 +257,6 @@ def measure_gemm(config, batch: int, reps: int) -> list[tuple[str, int, int, int
                 torch.mm(a, w.t())
                 best[i] = min(best[i], time.perf_counter() - t0)
     return [(name, m, k, n, count, 2.0 * m * k * n / t / 1e9) for (name, m, k, n, count), t in zip(shapes, best)]
-
-
-class CpuMonitor:
-    """CPU time that other processes (and the hypervisor, as steal) took while we ran, from /proc/stat (Linux)."""
-
-    def __init__(self):
-        self.start = self._read()
-
-    @staticmethod
-    def _read():
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        except (OSError, ValueError, IndexError):
-            return None
-        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system | irq softirq steal
-        own = os.times()
-        return busy, fields[7] if len(fields) > 7 else 0, own.user + own.system, time.monotonic()
-
-    def report(self) -> tuple[str, float]:
-        now, start = self._read(), self.start
-        if now is None or start is None:
-            return "CPU load of other processes: unknown (no /proc/stat)", 0.0
-        tick = os.sysconf("SC_CLK_TCK")
-        busy = (now[0] - start[0]) / tick
-        steal = (now[1] - start[1]) / tick
-        own = now[2] - start[2]
-        capacity = (now[3] - start[3]) * (os.cpu_count() or 1)
-        other = max(0.0, busy - own)
-        share = other / capacity if capacity else 0.0
-        return (f"other processes and steal took {other:.0f} of {capacity:.0f} CPU-seconds ({share:.0%}; steal "
-                f"{steal:.0f}s)" + (": the machine was shared, absolute numbers are low" if share > 0.1 else ""),
-                share)
 
 
 # ------------------------------------------------------------------------------------------------ fast paths

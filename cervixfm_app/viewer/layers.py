@@ -59,6 +59,10 @@ class OverlayLayer(QObject):
     """Base of everything drawn over the slide. Subclasses implement ``paint``; ``changed`` asks for a repaint."""
 
     changed = Signal()
+    #: Stacking: the view keeps layers sorted by ``z`` (stable), so a layer added later with a lower ``z`` (an
+    #: analysis' cells replacing their live version) still goes under one that must stay on top (the user's own
+    #: annotations).
+    z = 0
 
     def __init__(self, name: str, visible: bool = True, opacity: float = 1.0, parent: QObject | None = None):
         super().__init__(parent)
@@ -471,6 +475,9 @@ class HeatmapLayer(OverlayLayer):
         p = self.scores.placement
         grid = QRectF(p.x0, p.y0, p.cols * p.cell_w, p.rows * p.cell_h)
         visible = grid.intersected(level0_rect)
+        if self.view is not None and self.view.source is not None:  # edge tiles reach past the slide: clip there
+            w, h = self.view.source.size
+            visible = visible.intersected(QRectF(0, 0, w, h))
         if visible.isEmpty():
             return
         src = QRectF((visible.left() - p.x0) / p.cell_w, (visible.top() - p.y0) / p.cell_h,

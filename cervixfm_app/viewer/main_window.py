@@ -24,6 +24,7 @@ from core.errors import CervixFMError
 
 from .layers import LayersPanel, VectorLayer
 from .overview import OverviewWidget
+from .session import SlideSession
 from .slide_view import MAGNIFICATIONS, SlideView
 from .tile_source import TileSource
 from .workers import Mailbox, lower_thread_priority
@@ -39,6 +40,8 @@ SLIDE_FILTER = ("Slides (*.svs *.tif *.tiff *.ndpi *.vms *.vmu *.scn *.mrxs *.sv
 class MainWindow(QMainWindow):
     slideOpened = Signal(str)
     slideClosed = Signal()
+    #: The ``SlideSession`` of the slide just opened, or None after closing; panels connect here.
+    sessionChanged = Signal(object)
 
     def __init__(self, slide_path: Path | None = None, *, open_demo: bool = False,
                  settings: QSettings | None = None) -> None:
@@ -47,6 +50,8 @@ class MainWindow(QMainWindow):
         self.resize(1400, 880)
         self.settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
         self.slide_path: Path | None = None
+        #: Annotations and analysis results of the open slide (``session.SlideSession``), or None.
+        self.session: SlideSession | None = None
         self.demo_job = None
         self._progress: QProgressDialog | None = None
         self._gt_mail = Mailbox(self)
@@ -67,8 +72,13 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.layers_dock)
         self.resizeDocks([self.layers_dock], [290], Qt.Orientation.Horizontal)
 
+        from .demo import demo_bundle_path
+
+        #: The installed demo bundle folder (analysis uses it when the user has no other), or None.
+        self.demo_bundle = demo_bundle_path()
         self._build_status_bar()
         self._build_menus()
+        self._install_panels()
         self.view.viewChanged.connect(self._on_view_changed)
         self.view.cursorMoved.connect(self._on_cursor)
         self.view.readFailed.connect(lambda msg: self.statusBar().showMessage(msg, 10000))
@@ -77,10 +87,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{APP_NAME} {__version__}", 3000)
         self._update_actions()
 
-        from .demo import demo_bundle_path
-
-        #: The installed demo bundle folder (analysis uses it when the user has no other), or None.
-        self.demo_bundle = demo_bundle_path()
         if slide_path is not None:
             QTimer.singleShot(0, lambda: self.open_path(slide_path))
         elif open_demo:
@@ -131,9 +137,47 @@ class MainWindow(QMainWindow):
         self.set_mpp_action = QAction("Set &MPP…", self, triggered=self.ask_mpp)
         self.set_mpp_action.setStatusTip("Set the slide's microns per pixel when the file has none or a wrong one")
         view_menu.addAction(self.set_mpp_action)
+        view_menu.addSeparator()  # the panels' show/hide toggles follow
 
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction(QAction("&About CervixFM", self, triggered=self._about))
+
+    def _install_panels(self) -> None:
+        """The panels that work on the open slide; each adds its own menus, docks and tools and follows
+        ``sessionChanged``. Order matters only for menu order."""
+        from .analysis_panel import AnalysisPanel
+        from .annotation_tools import AnnotationTools
+        from .similar_cells import SimilarCellsPanel
+        from .suspicious_cells import SuspiciousCellsPanel
+
+        self.annotation_tools = AnnotationTools(self)
+        self.analysis = AnalysisPanel(self)
+        self.suspicious_cells = SuspiciousCellsPanel(self)
+        self.similar_cells = SimilarCellsPanel(self)
+        self._arrange_docks()
+        self.help_menu = self.menuBar().addMenu("&Help")
+        self.help_menu.addAction(QAction("&About CervixFM", self, triggered=self._about))
+
+    def _arrange_docks(self) -> None:
+        """Galleries on the left (they want height and width for thumbnails), what the view shows on the right:
+        layers and annotations as tabs above the slide score."""
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        galleries = [self.suspicious_cells.dock, self.similar_cells.dock]
+        score, annotations = self.analysis.score_dock, self.annotation_tools.dock
+        # Qt splits a tabbed dock only as a new tab: lay the right side out again, splitting before tabbing.
+        for dock in [self.layers_dock, annotations, score, *galleries]:
+            self.removeDockWidget(dock)
+        self.addDockWidget(right, self.layers_dock)
+        self.splitDockWidget(self.layers_dock, score, Qt.Orientation.Vertical)
+        self.tabifyDockWidget(self.layers_dock, annotations)
+        for dock in galleries:
+            self.addDockWidget(left, dock)
+        self.tabifyDockWidget(galleries[0], galleries[1])
+        for dock in [self.layers_dock, annotations, score, *galleries]:
+            dock.show()
+        for dock in galleries:  # shown when there is something in them: cells to review, a similar-cell search
+            dock.hide()
+        self.layers_dock.raise_()
+        self.resizeDocks([self.layers_dock, score], [560, 340], Qt.Orientation.Vertical)
+        self.resizeDocks([galleries[0]], [330], Qt.Orientation.Horizontal)
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -184,9 +228,19 @@ class MainWindow(QMainWindow):
             return False
         old = self.view.source
         same_slide = self.slide_path is not None and path.resolve() == self.slide_path.resolve()
-        if not (keep_view and same_slide):
+        new_session = not (keep_view and same_slide and self.session is not None)
+        if new_session:
+            try:
+                session = SlideSession(path, slide, parent=self)
+            except CervixFMError as exc:  # e.g. no readable sidecar folder at all: the slide still opens
+                log.warning("annotations of %s unavailable: %s", path, exc)
+                session = None
+            self._end_session()
+            self.view.set_tool(None)
             self.view.clear_layers()
             self._gt_token += 1
+        else:
+            self.session.slide = slide
         self.view.set_source(source, keep_view=keep_view)
         if old is not None:
             old.close()
@@ -205,8 +259,23 @@ class MainWindow(QMainWindow):
                                      f"{slide.vendor}", 5000)
         self._update_mpp_status()  # after the "opened" line, so a missing-MPP warning is what stays visible
         self.view.setFocus()
+        if new_session:
+            self.session = session
+            if session is not None:
+                session.message.connect(lambda msg: self.statusBar().showMessage(msg, 10000))
+                for warning in session.load_warnings:
+                    self.statusBar().showMessage(f"Annotations: {warning}", 15000)
+            self.sessionChanged.emit(session)
         self.slideOpened.emit(str(path))
         return True
+
+    def _end_session(self) -> None:
+        """Save and drop the open slide's session (annotations are written before anything is torn down)."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+            self.sessionChanged.emit(None)
+            session.deleteLater()
 
     @staticmethod
     def _close_quietly(slide) -> None:
@@ -220,6 +289,8 @@ class MainWindow(QMainWindow):
         source = self.view.source
         if source is None:
             return
+        self._end_session()
+        self.view.set_tool(None)
         self.view.clear_layers()
         self._gt_token += 1
         self.view.set_source(None)
@@ -427,5 +498,6 @@ class MainWindow(QMainWindow):
             self.demo_job.cancel()
             self.demo_job.wait(3.0)
         self._demo_done()
+        self.analysis.shutdown()
         self.close_slide()
         super().closeEvent(event)

@@ -52,6 +52,7 @@ class SlideView(QWidget):
     layersChanged = Signal()
     readFailed = Signal(str)
     framePainted = Signal(float)
+    toolChanged = Signal(object)  # the new ViewTool, or None for navigation
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,11 +71,14 @@ class SlideView(QWidget):
         self._press: QPointF | None = None
         self._last: QPointF | None = None
         self._dragged = False
+        self._pan_button = Qt.MouseButton.LeftButton
         self.missing_tiles = 0
         self.paint_count = 0
         self._generation = 0  # bumped by every view change; a paint records the one it showed
         self._painted_generation = -1
         self.last_paint_ms = 0.0
+        self._tool = None
+        self._tool_owns_press = False
         self._request_timer = QTimer(self, singleShot=True, interval=0, timeout=self._issue_requests)
         self._settle_timer = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._settle)
         self.empty_text = "Open a slide with File › Open, or drop a slide file here."
@@ -232,7 +236,12 @@ class SlideView(QWidget):
         return tuple(self._layers)
 
     def add_layer(self, layer) -> None:
-        self._layers.append(layer)
+        """Add on top of the layers with the same or a lower ``z`` (``OverlayLayer.z``)."""
+        z = getattr(layer, "z", 0)
+        at = len(self._layers)
+        while at > 0 and getattr(self._layers[at - 1], "z", 0) > z:
+            at -= 1
+        self._layers.insert(at, layer)
         layer.attach(self)
         layer.changed.connect(self.update)
         self.layersChanged.emit()
@@ -332,6 +341,10 @@ class SlideView(QWidget):
                 p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, quality)
                 layer.paint(p, rect, 1.0 / ds)
                 p.restore()
+        if self._tool is not None:
+            p.save()
+            self._tool.paint(p, rect, 1.0 / ds)
+            p.restore()
         if self._scale_bar:
             paint_scale_bar(p, QRectF(self.rect()), src.mpp[0] * ds, assumed=src.slide.mpp_source == "fallback")
         p.end()
@@ -391,35 +404,85 @@ class SlideView(QWidget):
         self.zoom_by(2.0 ** (delta / 240.0), event.position())  # one notch = x1.41
         event.accept()
 
+    # ------------------------------------------------------------------------------------------------- tools
+    @property
+    def tool(self):
+        return self._tool
+
+    def set_tool(self, tool) -> None:
+        """Make ``tool`` (a ``ViewTool``, or None for plain navigation) the mouse mode; the previous one is
+        deactivated first, so a half-drawn shape never outlives its tool."""
+        if tool is self._tool:
+            return
+        old, self._tool = self._tool, None
+        self._tool_owns_press = False
+        if old is not None:
+            old.deactivate()
+        self._tool = tool
+        if tool is not None:
+            tool.activate(self)
+            self.setCursor(tool.cursor)
+        else:
+            self.unsetCursor()
+        self.update()
+        self.toolChanged.emit(tool)
+
+    def _tool_event(self, handler: str, event) -> bool:
+        if self._tool is None or self._source is None:
+            return False
+        return bool(getattr(self._tool, handler)(self.map_to_slide(event.position()), event))
+
     def mousePressEvent(self, event) -> None:  # noqa: N802
-        if event.button() == Qt.MouseButton.LeftButton:
+        button = event.button()
+        if button == Qt.MouseButton.LeftButton and self._tool_event("press", event):
+            self._tool_owns_press = True
+            event.accept()
+            return
+        if button in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton):
+            # the middle button always pans, whatever tool is active
             self._press = self._last = event.position()
-            self._dragged = False
+            self._pan_button = button
+            self._dragged = button == Qt.MouseButton.MiddleButton
             event.accept()
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         pos = event.position()
         if self._source is not None:
             self.cursorMoved.emit(self.map_to_slide(pos), True)
-        if self._press is not None and event.buttons() & Qt.MouseButton.LeftButton:
+        if self._tool_owns_press or (self._press is None and self._tool is not None):
+            self._tool_event("move", event)
+            if self._tool_owns_press:
+                return
+        if self._press is not None and event.buttons() & self._pan_button:
             if not self._dragged and (pos - self._press).manhattanLength() > 3:
                 self._dragged = True
-                self.setCursor(Qt.CursorShape.ClosedHandCursor)
             if self._dragged:
+                self.setCursor(Qt.CursorShape.ClosedHandCursor)
                 d = pos - self._last
                 self._last = pos
                 self.pan_pixels(d.x(), d.y())
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
-        if event.button() == Qt.MouseButton.LeftButton and self._press is not None:
+        if self._tool_owns_press and event.button() == Qt.MouseButton.LeftButton:
+            self._tool_owns_press = False
+            self._tool_event("release", event)
+            return
+        if self._press is not None and event.button() == self._pan_button:
             if not self._dragged and self._source is not None:
-                self.clicked.emit(self.map_to_slide(event.position()))
+                point = self.map_to_slide(event.position())
+                if self._tool is None or not self._tool.click(point, event):
+                    self.clicked.emit(point)
             self._press = None
             self._dragged = False
-            self.unsetCursor()
+            if self._tool is not None:
+                self.setCursor(self._tool.cursor)
+            else:
+                self.unsetCursor()
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.LeftButton:
+            if self._tool_event("double_click", event):
+                return
             self.zoom_by(2.0, event.position())
 
     def leaveEvent(self, event) -> None:  # noqa: N802
@@ -427,6 +490,9 @@ class SlideView(QWidget):
         super().leaveEvent(event)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
+        if self._tool is not None and self._tool.key(event):
+            event.accept()
+            return
         key = event.key()
         step_x, step_y = self.width() / 5, self.height() / 5
         k = Qt.Key

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import shapely
@@ -106,7 +106,8 @@ def to_crop(a: Annotation, origin: tuple[float, float], scale: tuple[float, floa
 def export_regions(slide, regions: Iterable, out_dir: str | os.PathLike, *,
                    objects: AnnotationStore | Iterable[Annotation] = (), mpp: float | None = None,
                    magnification: float | None = None, name: str | None = None, image_format: str = "png",
-                   burn: bool = False, qupath_offset: bool = False) -> RegionExport:
+                   burn: bool = False, qupath_offset: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> RegionExport:
     """Write crops of ``regions`` with the ``objects`` that overlap each one into a new folder under ``out_dir``.
 
     ``regions``: annotations, shapely geometries or (x, y, w, h) level-0 rectangles; each crop covers the
@@ -114,7 +115,8 @@ def export_regions(slide, regions: Iterable, out_dir: str | os.PathLike, *,
     ``burn`` also writes ``<region>_overlay.<ext>`` with the objects drawn. ``name`` names the export folder
     (default ``<slide>_export_<time>``; ``-2``, ``-3`` ... are appended if taken). The crops' GeoJSON is in crop
     pixels; ``measurements.csv`` and ``manifest.json`` give level-0 positions (with ``qupath_offset`` the
-    manifest's level-0 boxes are also given in QuPath's bounds-cropped frame).
+    manifest's level-0 boxes are also given in QuPath's bounds-cropped frame). ``progress(done, total)`` is called
+    after each region (a viewer shows it); raising from it stops the export and leaves no folder behind.
     """
     fmt = image_format.lower().lstrip(".")
     if fmt not in IMAGE_FORMATS:
@@ -166,6 +168,8 @@ def export_regions(slide, regions: Iterable, out_dir: str | os.PathLike, *,
             if burn:
                 entry["overlay"] = f"{stem}_overlay.{fmt}"
             result.regions.append(entry)
+            if progress is not None:
+                progress(i + 1, len(plans))
         _write_csv(tmp / "measurements.csv", rows)
         manifest = {
             "slide": str(slide.path), "slide_mpp": [mpp_x, mpp_y], "mpp_source": getattr(slide, "mpp_source", None),

@@ -10,8 +10,9 @@ It follows the tile stage in the same result folder and with the same ``Analysis
 Reading and localisation run in reader threads (scikit-image and numpy release the GIL for most of their work), the
 backbone in the calling thread, so localisation overlaps with embedding. The stage is resumable like the tile stage
 (finished tiles are journalled; a killed run continues where it stopped), re-runnable (a complete stage with the
-same model, detector and heads is reused), cancellable, and honours region priorities from the viewer. Without a
-model it only localises (fast overlays, benchmarks).
+same model, detector and heads is reused), cancellable, and honours region priorities from the viewer. With
+``region`` it covers only the tiles of one level-0 rectangle (status "partial"; the journal stays, so a run of the
+whole slide continues from it). Without a model it only localises (fast overlays, benchmarks).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class CellProgress:
 @dataclasses.dataclass
 class CellResult:
     folder: Path
-    status: str  # "complete" or "cancelled"
+    status: str  # "complete", "cancelled" or "partial" (a region only)
     table: CellTable  # without embeddings when an earlier run was reused (``load_cells(folder)`` reads them)
     record: dict[str, Any]  # what result.json holds under "cells"
 
@@ -104,7 +105,9 @@ class CellAnalysis:
         slide_scores: dict | None = None,
         mpp: float | tuple[float, float] | None = None,
         slide_key: str | None = None,
+        region: tuple[float, float, float, float] | None = None,
     ):
+        """``region``: level-0 (x0, y0, x1, y1); only the localisation tiles meeting it are analysed."""
         self.slide = slide if isinstance(slide, Slide) else open_slide(slide, mpp=mpp)
         self.folder = Path(folder)
         self.model = model
@@ -139,6 +142,8 @@ class CellAnalysis:
         self.fingerprint = {**self.work_fingerprint,
                             "classifiers": {c.name: c.describe() for c in self.classifiers},
                             "threshold": opts.threshold, "top_k": opts.top_k}
+        #: Not part of the fingerprints: a region run and a whole-slide run share their journal.
+        self.region = tuple(float(v) for v in region) if region is not None else None
         self._cancel = threading.Event()
         self._scheduler = None
         self._early_regions: list[tuple[float, float, float, float]] = []
@@ -189,20 +194,28 @@ class CellAnalysis:
         journal = CellJournal(self.folder / CELL_WORK_DIR, json_safe(self.work_fingerprint))
         done_tiles = journal.done_tiles()
         skipped = journal.skipped()
-        todo = [i for i in range(len(self.tiles)) if i not in done_tiles and i not in skipped]
+        scope = (tiles_in_region(self.tiles.boxes, *self.region).tolist() if self.region is not None
+                 else list(range(len(self.tiles))))
+        todo = [i for i in scope if i not in done_tiles and i not in skipped]
         self._scheduler = TileScheduler(todo)
         for region in self._early_regions:
             self.prioritise_region(*region)
         previous_cells = sum(len(p["cell_centres"]) for p in journal.iter_parts()) if done_tiles else 0
-        self._process(journal, progress, len(done_tiles), previous_cells, start)
-        status = "cancelled" if self._cancel.is_set() else "complete"
+        self._process(journal, progress, len(done_tiles.intersection(scope)), previous_cells, start, len(scope))
+        if self._cancel.is_set():
+            status = "cancelled"
+        elif self.region is None or len(journal.done_tiles() | set(journal.skipped())) >= len(self.tiles):
+            status = "complete"
+        else:
+            status = "partial"
         self.timings["wall_s"] = time.perf_counter() - start
         result = self._assemble(journal, status)
         if status == "complete":
             journal.remove()
         return result
 
-    def _process(self, journal: CellJournal, progress, already_done: int, previous_cells: int, start: float) -> None:
+    def _process(self, journal: CellJournal, progress, already_done: int, previous_cells: int, start: float,
+                 total: int) -> None:
         readers = self.options.readers
         buffer: queue.Queue = queue.Queue(maxsize=2 * readers + readers)
         threads = [threading.Thread(target=self._reader, args=(buffer,), name=f"cell-reader-{k}", daemon=True)
@@ -236,7 +249,6 @@ class CellAnalysis:
                     if progress:
                         elapsed = time.perf_counter() - start
                         rate = found / elapsed if elapsed > 0 else 0.0
-                        total = len(self.tiles)
                         left = total - tiles_done - len(new_skips)
                         tile_rate = (tiles_done - already_done) / elapsed if elapsed > 0 else 0.0
                         progress(CellProgress(tiles_done, total, previous_cells + found, rate,
@@ -370,6 +382,8 @@ class CellAnalysis:
             "embedded": table.embeddings is not None,
             "classifiers": {c.name: c.describe() for c in self.classifiers},
         }
+        if status == "partial":
+            record["region"] = list(self.region)
         if not self.classifiers or table.embeddings is None:
             return record
         scores, ranked = {}, {}

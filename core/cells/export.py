@@ -11,7 +11,6 @@ cell (a slide can hold 100 000 cells) and written atomically.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import uuid
@@ -74,14 +73,12 @@ def cell_features(table: CellTable, slide_name: str, head: str | None = None, cl
 def write_geojson(path: str | os.PathLike, table: CellTable, slide_name: str, head: str | None = None,
                   classes: Sequence[str] = (), colors: Sequence[Sequence[int]] | None = None,
                   offset: tuple[float, float] = (0.0, 0.0), ids: Sequence[str] | None = None) -> Path:
+    """Stream the cells into a QuPath FeatureCollection (through the annotations' writer: one file format, one
+    writer)."""
+    from ..annotations.geojson import write_feature_collection
+
     path = Path(path)
-    with atomic_write(path, "w") as fh:
-        fh.write('{"type": "FeatureCollection", "features": [\n')
-        for k, feature in enumerate(cell_features(table, slide_name, head, classes, colors, offset, ids)):
-            if k:
-                fh.write(",\n")
-            fh.write(json.dumps(feature, separators=(",", ":")))
-        fh.write("\n]}\n")
+    write_feature_collection(path, cell_features(table, slide_name, head, classes, colors, offset, ids))
     return path
 
 

@@ -4,7 +4,9 @@
 ``cancel``); ``analyze_slide`` is the one-call form the CLI uses. Work already done is reused: a complete result
 made with the same model and parameters is returned as is, and an interrupted run resumes from its journal.
 With ``cells=`` the cell stage (``core.cells.CellAnalysis``: every cell found, embedded, classified, ranked) runs
-after the tiles, in the same folder and with the same model.
+after the tiles, in the same folder and with the same model. With ``region=`` only the tiles (and cells) of one
+level-0 rectangle are analysed, e.g. what a viewer shows: the result is "partial" and the journal stays, so a later
+run of the whole slide continues from it instead of starting again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .feature_file import write_features
 from .journal import Journal
 from .results import FEATURES_FILE, RESULT_FILE, SlideResult, load_result
 from .runner import Progress, TileRun
+from .scheduler import tiles_in_region
 
 WORK_DIR = ".work"
 
@@ -43,8 +46,10 @@ class SlideAnalysis:
         mpp: float | None = None,
         use_foreground: bool = True,
         cells=None,
+        region: tuple[float, float, float, float] | None = None,
     ):
-        """``cells``: True or a ``core.cells.CellOptions`` to run the cell stage after the tiles."""
+        """``cells``: True or a ``core.cells.CellOptions`` to run the cell stage after the tiles; ``region``: level-0
+        (x0, y0, x1, y1) to analyse only the tiles meeting it (a "partial" result, resumable by a whole-slide run)."""
         self.model = model
         self.slide = open_slide(slide_path, mpp=mpp)
         self.folder = result_folder(out_root, slide_path)
@@ -64,6 +69,8 @@ class SlideAnalysis:
             "params": {k: v for k, v in self.params.items() if k != "batch_size"},
             "slide": {"path": str(self.slide.path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns},
         }
+        #: Not part of the fingerprint: a region run and a whole-slide run share their journal.
+        self.region = tuple(float(v) for v in region) if region is not None else None
         self._run: TileRun | None = None
         self._cells = None  # the cell stage, once it exists
         self.cell_options = None
@@ -105,22 +112,37 @@ class SlideAnalysis:
 
     # ------------------------------------------------------------------------------------------------ running
     def run(self, progress: Callable[[Progress], None] | None = None, reuse: bool = True,
-            cell_progress: Callable | None = None) -> SlideResult:
-        """Tiles, then (when asked) cells; ``cell_progress`` receives ``core.cells.CellProgress`` updates."""
+            cell_progress: Callable | None = None,
+            tiles_finished: Callable[[SlideResult], None] | None = None) -> SlideResult:
+        """Tiles, then (when asked) cells; ``cell_progress`` receives ``core.cells.CellProgress`` updates and
+        ``tiles_finished`` the tile-stage result before the cell stage starts (a viewer shows the slide score
+        while cells are still being found)."""
         if reuse and (done := self.existing_result()) is not None:
+            if tiles_finished:
+                tiles_finished(done)
             return self._run_cells(done, cell_progress, reuse)
         started = time.time()
         journal = Journal(self.folder / WORK_DIR, self.fingerprint)
-        self._run = TileRun(self.boxes, self.grid.read, self.model.encode, journal, self.batch_size, self.readers)
+        order = tiles_in_region(self.boxes, *self.region) if self.region is not None else None
+        self._run = TileRun(self.boxes, self.grid.read, self.model.encode, journal, self.batch_size, self.readers,
+                            order=order)
         for region in self._early_regions:
             self._run.prioritise_region(*region)
         if self._cancel_requested:
             self._run.cancel()
         outcome = self._run.run(progress)
-        status = "cancelled" if outcome.cancelled else "complete"
+        if outcome.cancelled:
+            status = "cancelled"
+        elif self.region is None or len(journal.done_tiles() | set(outcome.skipped)) >= len(self.boxes):
+            status = "complete"  # a region run that happened to finish the slide is a complete run
+        else:
+            status = "partial"
         result = self._assemble(journal, status, outcome.skipped, time.time() - started)
         if status == "complete":
             journal.remove()
+        if status != "cancelled":
+            if tiles_finished:
+                tiles_finished(result)
             result = self._run_cells(result, cell_progress, reuse)
         return result
 
@@ -130,7 +152,7 @@ class SlideAnalysis:
         from ..cells import CellAnalysis
 
         self._cells = CellAnalysis.from_result(result, self.model, options=self.cell_options,
-                                               foreground=self.foreground)
+                                               foreground=self.foreground, region=self.region)
         for region in self._early_regions:
             self._cells.prioritise_region(*region)
         if self._cancel_requested:
@@ -165,6 +187,8 @@ class SlideAnalysis:
             "cell_area_fraction": self.foreground.fraction if self.foreground is not None else None,
             "seconds": round(seconds, 2),
         }
+        if status == "partial":
+            summary["region"] = list(self.region)
         for name, head in self.model.heads.items():
             heads[name] = {"role": head.spec.role, "kind": head.kind, "classes": head.classes, "colors": head.colors}
             if head.spec.role == "tile-classifier" and f"{name}.probs" in outputs:

@@ -29,7 +29,7 @@ class SlideResult:
     slide: dict[str, Any]  # path, size, MPP (and where it came from)
     model: dict[str, Any]  # name, checkpoint, sha256, preset, embed dim, bundle
     params: dict[str, Any]  # tile size, target MPP, overlap, level-0 tile size, foreground settings
-    status: str  # "complete", "cancelled"
+    status: str  # "complete", "cancelled", "partial" (a region only: ``summary["region"]``)
     tiles: np.ndarray  # (N, 4) level-0 x, y, w, h of analysed tiles (rows of the features file)
     tile_outputs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # e.g. "tiles.probs" (N, C)
     heads: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # name -> role, classes, colours

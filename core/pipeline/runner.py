@@ -56,17 +56,21 @@ class TileRun:
         buffer_batches: int = 2,
         order: Sequence[int] | None = None,
     ):
+        """``order``: the tiles to run, in this order (default: every tile by index). A subset (the tiles of one
+        region) makes a run of just those: progress counts them only, and the rest stay for a later run."""
         self.boxes = np.asarray(boxes)
         self.read_tile = read_tile
         self.encode = encode
         self.journal = journal
         self.batch_size = max(1, int(batch_size))
         self.readers = max(1, int(readers))
-        self.total = len(self.boxes)
+        scope = list(range(len(self.boxes))) if order is None else list(dict.fromkeys(int(i) for i in order))
+        self._scope = set(scope)
+        self.total = len(scope)
         done = journal.done_tiles()
         self.skipped: dict[int, str] = journal.skipped()
-        todo = [i for i in (order if order is not None else range(self.total)) if i not in done and i not in self.skipped]
-        self.already_done = len(done)
+        todo = [i for i in scope if i not in done and i not in self.skipped]
+        self.already_done = len(done & self._scope)
         self.scheduler = TileScheduler(todo)
         self._cancel = threading.Event()
         self._buffer: queue.Queue = queue.Queue(maxsize=self.buffer_size(buffer_batches))
@@ -152,7 +156,7 @@ class TileRun:
                     elapsed = time.perf_counter() - start
                     rate = computed / elapsed if elapsed > 0 else 0.0
                     done = self.already_done + computed
-                    remaining = self.total - done - len(self.skipped)
+                    remaining = self.total - done - sum(1 for i in self.skipped if i in self._scope)
                     progress(Progress(done, self.total, rate, remaining / rate if rate else None, indices, outputs))
         finally:
             self._cancel_readers_if_needed(threads)

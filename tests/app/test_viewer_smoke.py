@@ -21,7 +21,7 @@ def test_main_window_opens_and_closes():
     window.show()
     app.processEvents()
     assert window.isVisible() and window.windowTitle() == "CervixFM"
-    assert [a.text() for a in window.menuBar().actions()][:2] == ["&File", "&View"]
+    assert [a.text() for a in window.menuBar().actions()][:3] == ["&File", "&Edit", "&View"]
     window.close()
     app.processEvents()
     assert not window.isVisible()

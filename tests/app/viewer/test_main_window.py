@@ -39,7 +39,8 @@ def png_without_mpp(tmp_path_factory, view_slide):
 
 
 def test_menus_status_bar_and_presets(qtbot, window, view_slide):
-    assert [a.text() for a in window.menuBar().actions()] == ["&File", "&View", "&Help"]
+    assert [a.text() for a in window.menuBar().actions()] == [
+        "&File", "&Edit", "&View", "&Analysis", "&Annotations", "&Tools", "&Help"]
     assert not window.fit_action.isEnabled()
     assert window.open_path(view_slide.path)
     assert window.windowTitle().startswith("view.tiff")
@@ -108,12 +109,14 @@ def test_fallback_mpp_is_flagged_and_can_be_set(qtbot, window, png_without_mpp):
     window.view.set_view(700, 500, 1.5)
     layer = VectorLayer(ObjectSet.from_boxes([[10, 10, 5, 5]], [0], ["x"]))
     window.view.add_layer(layer)
+    layers = window.view.layers()
+    assert layer in layers
     assert window.set_mpp(0.5)
     slide = window.view.source.slide
     assert slide.mpp == (0.5, 0.5) and slide.mpp_source == "user"
     assert window.mpp_button.text() == "0.5 µm/px (user)"
     assert (window.view.center.x(), window.view.center.y(), window.view.downsample) == (700, 500, 1.5)
-    assert window.view.layers() == (layer,)  # level-0 overlays stay valid when only the MPP changes
+    assert window.view.layers() == layers  # level-0 overlays stay valid when only the MPP changes
     assert window.view.magnification() == pytest.approx(10 / (0.5 * 1.5))
 
 
