@@ -15,7 +15,7 @@ from core import __version__
 from core.errors import CervixFMError
 
 # Module names under cervixfm_app.commands, in the order --help lists them.
-COMMANDS = ["embed", "inspect", "convert", "analyze", "bundle", "linear_probe", "label_efficiency", "retrieval_eval", "train_abmil", "predict_abmil", "train_cell_classifier", "info", "demo_slide", "export_regions", "pretrain", "atlas", "index", "search"]
+COMMANDS = ["embed", "inspect", "convert", "analyze", "bundle", "linear_probe", "label_efficiency", "retrieval_eval", "train_abmil", "predict_abmil", "train_cell_classifier", "info", "demo_slide", "demo_bundle", "export_regions", "pretrain", "atlas", "index", "search"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,14 @@ NO_BUNDLE_TEXT = (
     "    cervixfm bundle init my_bundle --checkpoint CervixFM.pth \\\n"
     "        --head tiles:tile-classifier:head.safetensors\n\n"
     "then choose its folder with Analysis › Model Bundle…. The README (\"Analysing slides\") explains bundles "
-    "and where the weights go.")
+    "and where the weights go.\n\n"
+    "Without weights, Analysis › Build Demo Bundle… trains a small demonstration model on synthetic smears here "
+    "(about ten minutes; not for diagnosis) so you can try the analysis, the galleries and the similar-cell search.")
+DEMO_BUNDLE_TEXT = (
+    "Build a demonstration model bundle on this computer?\n\n"
+    "It generates synthetic Pap smears, pretrains a small ViT on them with CervixFM's DINOv2 recipe and trains "
+    "cell and tile classifiers on their ground truth: about ten minutes on two CPU cores, in the background. "
+    "It is trained on synthetic data only and is not for diagnosis.")
 
 
 class AnalysisPanel(QObject):
@@ -77,6 +84,8 @@ class AnalysisPanel(QObject):
         self._mail = Mailbox(self)
         self._mail.arrived.connect(self._deliver)
         self._follow_timer = QTimer(self, singleShot=True, interval=FOLLOW_MS, timeout=self._follow_view)
+        self.demo_build = None  # the DemoBundleJob while one runs
+        self._demo_dialog = None
         self._build_menu()
         self._build_status_widgets()
         self._build_dock()
@@ -123,6 +132,59 @@ class AnalysisPanel(QObject):
         if folder:
             self.set_bundle(folder)
 
+    def build_demo_bundle(self, out_dir: str | Path | None = None, *, quick: bool = False,
+                          confirm: bool = True) -> bool:
+        """Train the demo bundle in the background (``training.demo_bundle``) and use it when it is ready.
+        Returns whether a build started."""
+        from PySide6.QtWidgets import QProgressDialog
+
+        from .demo_bundle_job import DemoBundleJob, default_demo_bundle_folder
+
+        window = self.window
+        if self.demo_build is not None and self.demo_build.running():
+            return False
+        folder = Path(out_dir) if out_dir is not None else default_demo_bundle_folder()
+        exists = (folder / MANIFEST).is_file()
+        if confirm:
+            text = DEMO_BUNDLE_TEXT + (f"\n\nThe demo bundle at {folder} will be replaced." if exists else "")
+            answer = QMessageBox.question(window, "Build demo bundle", text)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        job = self.demo_build = DemoBundleJob(folder, quick=quick, force=exists, parent=self)
+        dialog = self._demo_dialog = QProgressDialog("Building the demo bundle…", "Cancel", 0, 1000, window)
+        dialog.setWindowTitle("Demo bundle")
+        dialog.setWindowModality(Qt.WindowModality.NonModal)  # the slide stays usable meanwhile
+        dialog.setMinimumDuration(0)
+        dialog.setAutoClose(False)
+        dialog.setAutoReset(False)
+        dialog.canceled.connect(job.cancel)
+        job.progressed.connect(self._demo_progress)
+        job.finished.connect(self._demo_finished)
+        job.failed.connect(lambda msg: (self._demo_done(), window.show_error("Demo bundle", msg)))
+        job.cancelled.connect(lambda: (self._demo_done(),
+                                       window.statusBar().showMessage("Demo bundle build cancelled.", 6000)))
+        job.start()
+        dialog.show()
+        return True
+
+    def _demo_progress(self, fraction: float, message: str) -> None:
+        if self._demo_dialog is not None:
+            self._demo_dialog.setValue(int(round(1000 * max(0.0, min(1.0, fraction)))))
+            self._demo_dialog.setLabelText(message)
+
+    def _demo_done(self) -> None:
+        if self._demo_dialog is not None:
+            self._demo_dialog.close()
+            self._demo_dialog.deleteLater()
+            self._demo_dialog = None
+
+    def _demo_finished(self, folder: str) -> None:
+        self._demo_done()
+        self.window.demo_bundle = Path(folder)
+        if self.set_bundle(folder):
+            self.window.statusBar().showMessage(f"Demo bundle ready ({folder}): Analysis › Analyse View or "
+                                                "Analyse Slide to try it.", 15000)
+
     def analyse_view(self) -> None:
         """The tiles (and, with Find Cells, the cells) of the visible region only."""
         self._start(view_only=True)
@@ -144,6 +206,9 @@ class AnalysisPanel(QObject):
     def shutdown(self) -> None:
         """The window closes: stop the job and wait for it (bounded), so no thread outlives what it reports to."""
         self._load_token += 1
+        if self.demo_build is not None and self.demo_build.running():
+            self.demo_build.cancel()  # stops at the next tile or iteration; the bundle stays unbuilt, nothing half-written
+            self.demo_build.wait(SHUTDOWN_WAIT_S)
         self._stop_job(SHUTDOWN_WAIT_S)
         for job in self._retired:
             job.wait(SHUTDOWN_WAIT_S)
@@ -181,7 +246,10 @@ class AnalysisPanel(QObject):
         self.find_cells_action.setStatusTip("After the tiles, find, outline and classify every cell")
         self.find_cells_action.toggled.connect(lambda on: window.settings.setValue(SETTINGS_FIND_CELLS, on))
         self.cancel_action = QAction("Ca&ncel Analysis", self, shortcut="Ctrl+.", triggered=self.cancel)
-        menu.addActions([self.bundle_action, self.bundle_info_action])
+        self.build_demo_action = QAction("Build &Demo Bundle…", self, triggered=lambda: self.build_demo_bundle())
+        self.build_demo_action.setStatusTip("Train a small demonstration model on synthetic smears (about ten "
+                                            "minutes; not for diagnosis)")
+        menu.addActions([self.bundle_action, self.bundle_info_action, self.build_demo_action])
         menu.addSeparator()
         menu.addActions([self.analyse_view_action, self.analyse_slide_action, self.find_cells_action,
                          self.cancel_action])

@@ -224,7 +224,7 @@ def cell_objects(classes: list[str] | None, colors, head: str | None) -> tuple[O
     """Empty detection (cells by class) and segmentation (nuclei) sets."""
     if classes:
         cells = ObjectSet(classes, colors if colors and len(colors) == len(classes) else None,
-                          name=f"Cells — {head}")
+                          name="Cells" if not head or head.lower() == "cells" else f"Cells — {head}")
     else:
         cells = ObjectSet(["Cell"], [CELL_COLOR], name="Cells")
     return cells, ObjectSet(["Nucleus"], [NUCLEUS_COLOR], name="Nuclei (segmentation)")

@@ -187,8 +187,14 @@ def train_step(meta: SSLMetaArch, optimizer: torch.optim.Optimizer, scaler, batc
 
 
 def run_pretraining(cfg: Config, log: Callable[[str], None] | None = None, progress: bool = True,
-                    timer: StepTimer | None = None) -> PretrainResult:
-    """Train (or resume) as ``cfg`` says; returns the logged history and the paths written (process 0)."""
+                    timer: StepTimer | None = None, should_stop: Callable[[int], bool] | None = None
+                    ) -> PretrainResult:
+    """Train (or resume) as ``cfg`` says; returns the logged history and the paths written (process 0).
+
+    ``should_stop(iterations_done)`` is asked after every iteration (single-process runs: every process must give
+    the same answer); True ends the run there as ``train.stop_at_iteration`` would, checkpoint and export included,
+    which is how a caller cancels or time-boxes a run and reports progress.
+    """
     from core.io import atomic_write_text
     from core.models.inference import select_device
 
@@ -303,6 +309,9 @@ def run_pretraining(cfg: Config, log: Callable[[str], None] | None = None, progr
             if period and it % period == 0 and it < stop:
                 _, result = _export_and_evaluate(meta, cfg, output_dir / "eval" / f"training_{it}", it, say)
                 knn_results += [result] if result else []
+            if should_stop is not None and it < stop and should_stop(it):
+                say(f"stopped on request after {it} iterations")
+                break
         bar.close()
 
         state = _checkpoint_state(meta, optimizer, scaler, it, cfg, world)

@@ -228,7 +228,7 @@ def test_find_cells_adds_cell_layers_and_reopening_shows_the_saved_result(qtbot,
     assert isinstance(table, CellTable) and len(table) > 20 and cell_signals[-1] is table
     assert window.session.result.cells["status"] == "complete"
     layers = _layers(window)
-    cells, nuclei = layers["Cells — cells"], layers["Nuclei (segmentation)"]
+    cells, nuclei = layers["Cells"], layers["Nuclei (segmentation)"]
     assert isinstance(cells, VectorLayer) and isinstance(nuclei, VectorLayer)
     assert len(cells.objects) == len(nuclei.objects) == len(table)
     assert cells.objects.class_names == tuple(CELL_CLASSES)
@@ -237,7 +237,7 @@ def test_find_cells_adds_cell_layers_and_reopening_shows_the_saved_result(qtbot,
     qtbot.waitUntil(lambda: f"<b>{len(table):,}</b> cells" in panel.score_panel.cells_label.text(), timeout=2000)
     names = _analysis_layer_names(window)
     assert names == ["Tile abnormality — tiles", "Attention — slide (percentile)", "Nuclei (segmentation)",
-                     "Cells — cells"]
+                     "Cells"]
 
     panel.analyse_slide()  # the complete result is reused, and its layers replace the old ones
     _wait_idle(qtbot, panel)
@@ -249,7 +249,7 @@ def test_find_cells_adds_cell_layers_and_reopening_shows_the_saved_result(qtbot,
     qtbot.waitUntil(lambda: window.session.result is not None and window.session.cells is not None, timeout=20000)
     assert _analysis_layer_names(window) == names
     assert window.session.result.status == "complete" and len(window.session.cells) == len(table)
-    assert len(_layers(window)["Cells — cells"].objects) == len(table)
+    assert len(_layers(window)["Cells"].objects) == len(table)
     assert panel.score_panel.head_texts() and not panel.is_running()
 
 
@@ -328,3 +328,33 @@ def test_missing_and_broken_bundles_explain_themselves(qtbot, window, dialogs, b
     qtbot.addWidget(again)
     assert again.analysis.bundle_folder() == broken
     again.close()
+
+
+def test_build_demo_bundle_from_the_menu_makes_it_the_bundle_in_use(qtbot, window, dialogs, tmp_path):
+    """Analysis › Build Demo Bundle… trains the (quick, test-sized) demo bundle in the background, and the panel
+    then analyses with it; the no-bundle message points there."""
+    from core.models.bundle import read_bundle_spec
+
+    panel = window.analysis
+    assert panel.bundle_folder() is None
+    out = tmp_path / "bundles" / "demo"
+    seen = []
+    panel.bundleChanged.connect(seen.append)
+    assert panel.build_demo_bundle(out, quick=True, confirm=False)
+    assert not panel.build_demo_bundle(out, quick=True, confirm=False)  # one build at a time
+    qtbot.waitUntil(lambda: not panel.demo_build.running(), timeout=180000)
+    qtbot.waitUntil(lambda: panel.bundle_folder() is not None, timeout=5000)
+    assert panel.bundle_folder() == out and seen == [out] and window.demo_bundle == out
+    assert read_bundle_spec(out).heads and not dialogs
+    assert panel._demo_dialog is None
+
+
+def test_build_demo_bundle_can_be_cancelled_leaving_nothing(qtbot, window, tmp_path):
+    panel = window.analysis
+    out = tmp_path / "bundles" / "demo"
+    assert panel.build_demo_bundle(out, quick=True, confirm=False)
+    panel.demo_build.cancel()
+    qtbot.waitUntil(lambda: not panel.demo_build.running(), timeout=120000)
+    qtbot.waitUntil(lambda: panel._demo_dialog is None, timeout=5000)
+    assert panel.bundle_folder() is None and not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == [] if out.parent.exists() else True
