@@ -136,9 +136,8 @@ class AnalysisPanel(QObject):
                           confirm: bool = True) -> bool:
         """Train the demo bundle in the background (``training.demo_bundle``) and use it when it is ready.
         Returns whether a build started."""
-        from PySide6.QtWidgets import QProgressDialog
-
         from .demo_bundle_job import DemoBundleJob, default_demo_bundle_folder
+        from .thread_job import job_progress_dialog
 
         window = self.window
         if self.demo_build is not None and self.demo_build.running():
@@ -151,13 +150,9 @@ class AnalysisPanel(QObject):
             if answer != QMessageBox.StandardButton.Yes:
                 return False
         job = self.demo_build = DemoBundleJob(folder, quick=quick, force=exists, parent=self)
-        dialog = self._demo_dialog = QProgressDialog("Building the demo bundle…", "Cancel", 0, 1000, window)
-        dialog.setWindowTitle("Demo bundle")
-        dialog.setWindowModality(Qt.WindowModality.NonModal)  # the slide stays usable meanwhile
-        dialog.setMinimumDuration(0)
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.canceled.connect(job.cancel)
+        # not modal: the slide stays usable meanwhile
+        dialog = self._demo_dialog = job_progress_dialog(window, "Building the demo bundle…", job, maximum=1000,
+                                                         modal=False)
         job.progressed.connect(self._demo_progress)
         job.finished.connect(self._demo_finished)
         job.failed.connect(lambda msg: (self._demo_done(), window.show_error("Demo bundle", msg)))

@@ -9,14 +9,13 @@ its class) can be shown as a layer.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject
 
 from core.paths import cache_dir, data_dir
 
-from .workers import Mailbox, lower_thread_priority
+from .thread_job import JobCancelled, ThreadJob
 
 DEMO_SIZE = 30000
 DEMO_SEED = 1
@@ -47,18 +46,12 @@ def demo_bundle_path() -> Path | None:
     return folder if (folder / "bundle.json").is_file() else None
 
 
-class _Cancelled(Exception):
-    pass
-
-
-class DemoSlideJob(QObject):
-    """Generates the demo slide in a thread. ``progressed(done, total)``, then ``finished(path)``,
+class DemoSlideJob(ThreadJob):
+    """Generates the demo slide in a thread: ``progressed(done, total)``, then ``finished(path)``,
     ``failed(message)`` or ``cancelled()``, all in the GUI thread."""
 
-    progressed = Signal(int, int)
-    finished = Signal(str)
-    failed = Signal(str)
-    cancelled = Signal()
+    thread_name = "demo-slide"
+    failure_text = "The demo slide could not be generated"
 
     def __init__(self, path: Path | None = None, size: int | None = None, seed: int | None = None,
                  parent: QObject | None = None) -> None:
@@ -66,59 +59,22 @@ class DemoSlideJob(QObject):
         self.path = Path(path) if path else demo_slide_path()
         self.size = int(size or DEMO_SIZE)
         self.seed = DEMO_SEED if seed is None else int(seed)
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._mail = Mailbox(self)
-        self._mail.arrived.connect(self._deliver)
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="demo-slide", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def wait(self, timeout: float = 10.0) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _progress(self, done: int, total: int) -> None:
-        if self._cancel.is_set():
-            raise _Cancelled()
-        self._mail.post(("progress", done, total))
-
-    def _run(self) -> None:
+    def work(self, progress, cancelled) -> str:
         from core.synthetic import generate_slide
 
-        lower_thread_priority()
-        try:
-            generate_slide(self.path, self.size, self.size, seed=self.seed,
-                           abnormal_fraction=DEMO_ABNORMAL_FRACTION, progress=self._progress)
-        except _Cancelled:
-            self._mail.post(("cancelled",))
-        except Exception as exc:  # noqa: BLE001 - shown to the user; the app stays up
-            self._mail.post(("failed", f"The demo slide could not be generated: {exc}"))
-        else:
-            self._mail.post(("finished", str(self.path)))
+        def report(done: int, total: int) -> None:
+            if cancelled():
+                raise JobCancelled()
+            progress(done, total)
 
-    def _deliver(self) -> None:
-        items = self._mail.take()
-        progress = [m for m in items if m[0] == "progress"]
-        if progress:
-            self.progressed.emit(progress[-1][1], progress[-1][2])
-        for m in items:
-            if m[0] == "finished":
-                self.finished.emit(m[1])
-            elif m[0] == "failed":
-                self.failed.emit(m[1])
-            elif m[0] == "cancelled":
-                self.cancelled.emit()
+        generate_slide(self.path, self.size, self.size, seed=self.seed, abnormal_fraction=DEMO_ABNORMAL_FRACTION,
+                       progress=report)
+        return str(self.path)
 
 
 def load_ground_truth(path: str | Path):

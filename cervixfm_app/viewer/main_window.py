@@ -25,6 +25,7 @@ from core.errors import CervixFMError
 from .layers import LayersPanel, VectorLayer
 from .overview import OverviewWidget
 from .session import SlideSession
+from .thread_job import job_progress_dialog
 from .slide_view import MAGNIFICATIONS, SlideView
 from .tile_source import TileSource
 from .workers import Mailbox, lower_thread_priority
@@ -415,14 +416,7 @@ class MainWindow(QMainWindow):
         if self.demo_job is not None and self.demo_job.running():
             return
         job = self.demo_job = DemoSlideJob(parent=self)
-        dialog = self._progress = QProgressDialog("Preparing the demo slide (first start only)…", "Cancel", 0, 0,
-                                                  self)
-        dialog.setWindowTitle(APP_NAME)
-        dialog.setWindowModality(Qt.WindowModality.WindowModal)
-        dialog.setMinimumDuration(0)
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.canceled.connect(job.cancel)
+        dialog = self._progress = job_progress_dialog(self, "Preparing the demo slide (first start only)…", job)
         job.progressed.connect(self._demo_progress)
         job.finished.connect(self._demo_finished)
         job.failed.connect(self._demo_failed)
