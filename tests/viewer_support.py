@@ -39,3 +39,20 @@ def send_wheel(widget, x: float, y: float, angle: int) -> None:
     event = QWheelEvent(pos, widget.mapToGlobal(pos), QPoint(0, 0), QPoint(0, angle), Qt.MouseButton.NoButton,
                         Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(widget, event)
+
+
+def open_private_copy(qtbot, settings, slide_path, folder, size=(900, 600)):
+    """A shown main window with a private copy of the slide open, so its annotation sidecar is private too."""
+    import shutil
+
+    from cervixfm_app.viewer.main_window import MainWindow
+
+    slide = folder / "case.tiff"
+    shutil.copy(slide_path, slide)
+    w = MainWindow(settings=settings)
+    w.resize(*size)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.open_path(slide)
+    return w

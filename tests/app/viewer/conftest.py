@@ -54,3 +54,11 @@ def source_factory(qapp):
     yield make
     for source in made:
         source.close()
+
+
+@pytest.fixture(scope="session")
+def small_slide(tmp_path_factory):
+    """1536 x 1024 px synthetic smear at 0.25 µm/px with its ground-truth GeoJSON (annotation and export tests)."""
+    return synthetic(tmp_path_factory.mktemp("small_slides"), "small.tiff", width=1536, height=1024, seed=7,
+                     cellularity=0.6, density=2.0, abnormal_fraction=0.4)
+

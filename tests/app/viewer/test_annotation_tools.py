@@ -6,7 +6,6 @@ snapshots with the overlays burnt in."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from PySide6.QtCore import QPointF, Qt
 from shapely.geometry import Point, Polygon, box
 
 from core.annotations import Annotation, read_geojson
-from viewer_support import grab_rgb, send_mouse
+from viewer_support import open_private_copy, grab_rgb, send_mouse
 
 W, H = 900, 600
 GREEN = (0, 255, 0)
@@ -23,28 +22,9 @@ BLUE = (0, 0, 255)
 HSIL_RED = (215, 30, 30)
 
 
-@pytest.fixture(scope="module")
-def small_slide(tmp_path_factory):
-    """1536 x 1024 px synthetic smear at 0.25 µm/px with its ground-truth GeoJSON."""
-    from slide_fixtures import synthetic
-
-    return synthetic(tmp_path_factory.mktemp("annotation_slides"), "small.tiff", width=1536, height=1024, seed=7,
-                     cellularity=0.6, density=2.0, abnormal_fraction=0.4)
-
-
 @pytest.fixture
 def window(qtbot, settings, dialogs, small_slide, tmp_path):
-    """The main window with a private copy of the slide open (so its annotation sidecar is private too)."""
-    from cervixfm_app.viewer.main_window import MainWindow
-
-    slide = tmp_path / "case.tiff"
-    shutil.copy(small_slide.path, slide)
-    w = MainWindow(settings=settings)
-    w.resize(W, H)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_path(slide)
+    w = open_private_copy(qtbot, settings, small_slide.path, tmp_path, (W, H))
     w.view.set_scale_bar_visible(False)
     w.overview_action.setChecked(False)
     yield w

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import threading
 
 import numpy as np
@@ -15,30 +14,14 @@ from PIL import Image
 from shapely.geometry import Polygon, box
 
 from core.annotations import read_geojson
+from viewer_support import open_private_copy
 
 W, H = 900, 600
 
 
-@pytest.fixture(scope="module")
-def small_slide(tmp_path_factory):
-    from slide_fixtures import synthetic
-
-    return synthetic(tmp_path_factory.mktemp("export_slides"), "small.tiff", width=1536, height=1024, seed=7,
-                     cellularity=0.6, density=2.0, abnormal_fraction=0.4)
-
-
 @pytest.fixture
 def window(qtbot, settings, dialogs, small_slide, tmp_path):
-    from cervixfm_app.viewer.main_window import MainWindow
-
-    slide = tmp_path / "case.tiff"
-    shutil.copy(small_slide.path, slide)
-    w = MainWindow(settings=settings)
-    w.resize(W, H)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_path(slide)
+    w = open_private_copy(qtbot, settings, small_slide.path, tmp_path, (W, H))
     cells = read_geojson(small_slide.geojson, source="ground-truth").annotations
     w.session.store.add(cells, undoable=False)
     qtbot.wait(30)
