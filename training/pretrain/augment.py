@@ -202,9 +202,17 @@ class MultiCropAugmentation:
 
     @classmethod
     def from_config(cls, crops) -> "MultiCropAugmentation":
+        """The ``crops`` settings; photometric keys a config lacks keep DINOv2's values."""
+        reference = cls()
+        jitter = crops.get("color_jitter")
         return cls(global_crops_scale=tuple(crops.global_crops_scale), local_crops_scale=tuple(crops.local_crops_scale),
                    local_crops_number=int(crops.local_crops_number), global_crops_size=int(crops.global_crops_size),
-                   local_crops_size=int(crops.local_crops_size))
+                   local_crops_size=int(crops.local_crops_size),
+                   jitter_p=float(crops.get("color_jitter_prob", reference.jitter_p)),
+                   jitter=ColorJitter(*(float(v) for v in jitter)) if jitter is not None else reference.jitter,
+                   grayscale_p=float(crops.get("grayscale_prob", reference.grayscale_p)),
+                   blur_p=tuple(float(v) for v in crops.get("blur_prob", reference.blur_p)),
+                   solarize_p=float(crops.get("solarize_prob", reference.solarize_p)))
 
     def _geometric(self, image: np.ndarray, size: int, scale, rng: np.random.Generator) -> torch.Tensor:
         box = random_resized_crop_box(image.shape[0], image.shape[1], scale, rng)

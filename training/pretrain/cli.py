@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser, overrides_nargs: str = argpar
     """Options and KEY=VALUE overrides. The overrides are collected as a remainder (re-parsed in ``handle``) so
     options may come between them under ``cervixfm`` too, whose top-level parser does not intermix."""
     parser.add_argument("--config", default="default", metavar="FILE",
-                        help="YAML merged over the reference settings, or a built-in name: default, tiny "
-                             "(default: default)")
+                        help="YAML merged over the reference settings, or a built-in name: default, tiny, "
+                             "small_data (default: default)")
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir", metavar="DIR",
                         help="where checkpoints, metrics and exports go (same as train.output_dir=DIR)")
     parser.add_argument("--no-resume", action="store_true",

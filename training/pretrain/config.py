@@ -22,7 +22,8 @@ from core.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "resources" / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "pretrain_default.yaml"
-NAMED_CONFIGS = {"default": DEFAULT_CONFIG, "tiny": CONFIG_DIR / "pretrain_tiny.yaml"}
+NAMED_CONFIGS = {"default": DEFAULT_CONFIG, "tiny": CONFIG_DIR / "pretrain_tiny.yaml",
+                 "small_data": CONFIG_DIR / "pretrain_small_data.yaml"}
 PRECISIONS = ("fp16", "bf16", "fp32")
 MODULES = ("backbone", "dino_head", "ibot_head")
 TEXT_OR_LIST = {"train.dataset_path"}  # settings that take one path or a list of paths
@@ -68,7 +69,7 @@ def _read_yaml(path: Path) -> dict:
 
 
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
-    """A built-in config name (``default``, ``tiny``) or a file path."""
+    """A built-in config name (``default``, ``tiny``, ``small_data``) or a file path."""
     text = str(name_or_path)
     if text in NAMED_CONFIGS:
         return NAMED_CONFIGS[text]
@@ -232,6 +233,12 @@ def validate(cfg: Config) -> None:
         need(len(c[name]) == 2 and lo is not None and 0 < lo <= hi <= 1,
              f"crops.{name} must be [min, max] with 0 < min <= max <= 1.")
     need(c.local_crops_number >= 0, "crops.local_crops_number cannot be negative.")
+    for name in ("color_jitter_prob", "grayscale_prob", "solarize_prob"):
+        need(0 <= c[name] <= 1, f"crops.{name} must be a probability in [0, 1].")
+    need(len(c.blur_prob) == 3 and all(0 <= p <= 1 for p in c.blur_prob),
+         "crops.blur_prob must be three probabilities [global crop 1, global crop 2, local crops].")
+    need(len(c.color_jitter) == 4 and all(v >= 0 for v in c.color_jitter) and c.color_jitter[3] <= 0.5,
+         "crops.color_jitter must be [brightness, contrast, saturation, hue] strengths, each >= 0 and hue <= 0.5.")
     lo, hi = (list(i.mask_ratio_min_max) + [None, None])[:2]
     need(len(i.mask_ratio_min_max) == 2 and lo is not None and 0 <= lo <= hi <= 1,
          "ibot.mask_ratio_min_max must be [min, max] with 0 <= min <= max <= 1.")
