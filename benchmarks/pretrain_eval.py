@@ -469,8 +469,8 @@ def cells(args) -> dict:
     from training.datasets import read_label_table
 
     run = Path(args.out)
-    cfg = load_run_config(args.config, run, [f"train.dataset_path={CELLS / 'train'}", f"train.output_dir={run}",
-                                             "evaluation.eval_period_iterations=0"], args.overrides, args.skip_train)
+    cfg = load_run_config(args.config, run, [f"train.dataset_path={CELLS / 'train'}", f"train.output_dir={run}"],
+                          args.overrides, args.skip_train)
     timing = pretrain(cfg, args.skip_train)
     names, _, labels = read_label_table(CELLS / "train.npy", num_classes=4)
     images = [read_rgb(CELLS / "train" / n) for n in names]
