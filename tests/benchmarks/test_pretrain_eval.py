@@ -48,7 +48,7 @@ def test_paired_difference_counts_wins_and_summarises_each_repeat(pretrain_eval)
     ours = np.array([0.8, 0.7, 0.6, 0.9, 0.5, 0.6])
     theirs = np.array([0.7, 0.7, 0.7, 0.6, 0.5, 0.4])
     d = pretrain_eval.paired_difference(ours, theirs, folds_per_repeat=3)
-    assert d["wins"] == 3 and d["ties"] == 2 and d["n"] == 6
+    assert d["wins"] == 3 and d["ties"] == 2 and d["losses"] == 1 and d["n"] == 6
     assert d["mean"] == pytest.approx(np.mean(ours - theirs))
     assert d["min"] == pytest.approx(-0.1) and d["max"] == pytest.approx(0.3)
     assert d["repeat_mean_min"] == pytest.approx(0.0) and d["repeat_mean_max"] == pytest.approx(0.5 / 3)
