@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.models import build_vit, get_preset
-from core.models.attention import xformers_available
+from core.models.attention import xformers_runs
 from core.models.layouts import export_cervixfm, model_to_canonical
 
 
@@ -81,7 +81,8 @@ def test_backbone_gradients_flow():
     assert all(p.grad is not None for n, p in m.named_parameters() if n != "mask_token")
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and xformers_available()), reason="needs CUDA and xformers")
+@pytest.mark.skipif(not (torch.cuda.is_available() and xformers_runs("cuda", torch.float32, 24)),
+                    reason="needs CUDA and an xformers that runs on it")
 def test_xformers_and_sdpa_agree_on_gpu(model):
     from core.models.attention import Attention
 
