@@ -56,3 +56,61 @@ def open_private_copy(qtbot, settings, slide_path, folder, size=(900, 600)):
     qtbot.waitExposed(w)
     assert w.open_path(slide)
     return w
+
+
+def slow_bundle_model(seconds_per_batch: float, folder):
+    """A bundle's real model as if on a slower device (each batch takes at least this long), so a test can act
+    while an analysis is still going on a tiny slide. A module-level function: the analysis process unpickles it
+    by name (``AnalysisPanel.model_loader = functools.partial(slow_bundle_model, seconds)``)."""
+    import time
+
+    from core.pipeline.analysis_model import model_from_bundle
+
+    model = model_from_bundle(folder)
+    encode = model.encode
+
+    def slow(images):
+        time.sleep(seconds_per_batch)
+        return encode(images)
+
+    model.encode = slow
+    return model
+
+
+def tiny_bundle(folder, tile_classes, cell_classes):
+    """A real model bundle in ``folder``: vit-test16 with random weights (unit layer scales, so features depend on
+    the image) and three random heads saved as real head files: a tile classifier, a cell classifier (the first
+    class of each is the normal one) and an ABMIL slide head."""
+    import torch
+
+    from core.models import build_vit, get_preset
+    from core.models.bundle import BundleSpec, HeadSpec, write_bundle_manifest
+    from core.models.heads import ABMIL, LinearHead, save_head
+
+    (folder / "heads").mkdir()
+    torch.manual_seed(0)
+    state = build_vit(get_preset("vit-test16").config).state_dict()
+    for key, value in state.items():
+        if key.endswith(".gamma"):
+            value.fill_(1.0)
+    torch.save(state, folder / "backbone.pth")
+    tiles = LinearHead(64, len(tile_classes))
+    cells = LinearHead(64, len(cell_classes))
+    for head in (tiles, cells):
+        torch.nn.init.normal_(head.classifier.weight, std=0.5)
+    slide = ABMIL(64, 2, hidden_dim=32, attn_dim=16)
+    palette = [[90, 160, 240], [240, 170, 40], [230, 50, 50], [90, 160, 90], [220, 60, 60]]
+    files = {
+        "tiles": save_head(folder / "heads" / "tiles.safetensors", "linear", tiles, tiles.config(), tile_classes,
+                           [[90, 160, 90], [220, 60, 60]][:len(tile_classes)],
+                           {"normal_classes": [tile_classes[0]]}),
+        "cells": save_head(folder / "heads" / "cells.safetensors", "linear", cells, cells.config(), cell_classes,
+                           palette[:len(cell_classes)], {"normal_classes": [cell_classes[0]]}),
+        "slide": save_head(folder / "heads" / "slide.safetensors", "abmil", slide, slide.config(), tile_classes),
+    }
+    roles = {"tiles": "tile-classifier", "cells": "cell-classifier", "slide": "slide"}
+    spec = BundleSpec(folder, "Tiny test bundle", folder / "backbone.pth", None, None, None, 224, 0.5,
+                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                      tuple(HeadSpec(name, roles[name], file) for name, file in files.items()))
+    write_bundle_manifest(spec)
+    return folder

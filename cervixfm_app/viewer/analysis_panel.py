@@ -1,8 +1,9 @@
 """Analysis of the open slide from the viewer: the Analysis menu, the running job, its progress, its layers.
 
-A pathologist starts an analysis and keeps reading the slide while it runs, so nothing here blocks: the job runs on
-its own thread (``jobs.AnalysisJob`` driving an ``analysis_run.ViewerRun``), the tiles of the view are analysed
-first and the job follows the viewport as it moves, every finished batch colours the heat map, cells appear as they
+A pathologist starts an analysis and keeps reading the slide while it runs, so nothing here blocks: the analysis
+runs in a process of its own (``analysis_worker``), where the backbone cannot compete with the GUI thread for the
+interpreter, and a thread here follows it (``jobs.AnalysisJob`` driving an ``analysis_run.ViewerRun``). The tiles of
+the view are analysed first and the job follows the viewport as it moves, every finished batch colours the heat map, cells appear as they
 are found, and the status bar shows how far it is with a Cancel button. Results are kept per slide and bundle, so a
 second run continues the first and a slide opened again shows what was found at once.
 
@@ -25,7 +26,8 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMenu, QMessageB
 from core.errors import CervixFMError
 from core.models.bundle import MANIFEST, read_bundle_spec
 
-from .analysis_run import BATCH_SIZE, ModelCache, RunRequest, ViewerRun, load_saved
+from .analysis_host import analysis_host
+from .analysis_run import BATCH_SIZE, RunRequest, ViewerRun, load_saved
 from .jobs import AnalysisJob
 from .layers import HeatmapLayer, VectorLayer
 from .score_panel import ScorePanel, describe_status
@@ -68,7 +70,10 @@ class AnalysisPanel(QObject):
         super().__init__(window)
         self.window = window
         self.view = window.view
-        self.models = ModelCache()
+        #: The analysis process (shared by the viewer's windows; tests give a panel its own).
+        self.host = analysis_host()
+        #: How that process loads a bundle's model (None: the bundle's own backbone and heads; tests slow it down).
+        self.model_loader = None
         #: Tiles per batch of the next run (tests use small batches to see many of them).
         self.batch_size = BATCH_SIZE
         self._bundle: Path | None = self._initial_bundle()
@@ -322,12 +327,12 @@ class AnalysisPanel(QObject):
             Path(window.slide_path or slide.path), self._bundle,
             mpp=tuple(slide.mpp) if slide.mpp_source == "user" else None,
             region=region if view_only else None, cells=self.find_cells_action.isChecked(),
-            batch_size=self.batch_size)
+            batch_size=self.batch_size, loader=self.model_loader)
         self._load_token += 1  # a saved result still loading must not land on top of the new run
         self._overlays = None  # the old layers stay on screen until the new run's replace them
         self._run_token += 1
         token = self._run_token
-        run = ViewerRun(request, self.models, partial(self._post_from_run, token))
+        run = ViewerRun(request, self.host, partial(self._post_from_run, token))
         job = AnalysisJob(run.prepare, region=region)  # no Qt parent: alive as long as its thread needs it
         job.progress.connect(partial(self._on_progress, token))
         job.batchFinished.connect(partial(self._on_batch, token))

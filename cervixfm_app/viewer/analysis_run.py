@@ -1,10 +1,10 @@
-"""The worker side of an analysis started from the viewer: where its results live, which model runs it, and the
-overlay models (``core.overlays``) that show it.
+"""An analysis started from the viewer: where its results live, how the GUI follows it, and the overlay models
+(``core.overlays``) that show it.
 
-Nothing here touches a widget; every function may block (model loading, reading result files) and is called on a
-background thread. ``ViewerRun`` is what ``jobs.AnalysisJob`` drives: it prepares the model and the
-``SlideAnalysis`` on the job's thread, hands the overlay models to the GUI before the first tile, feeds detected cells
-into them as they are found, and loads the final cell table before the job reports the end.
+Nothing here touches a widget. The analysis itself runs in the analysis process (``analysis_worker``, started by
+``analysis_host``); ``ViewerRun``, driven by ``jobs.AnalysisJob`` on a thread of the viewer, follows it: it turns
+the process's plan into empty overlay models before the first tile, fills them as batches and cells arrive, and
+loads the final cell table before the job reports the end.
 
 Results go to ``<cache>/analyses/<slide fingerprint>/<bundle identity>/<slide name>/``: keyed by the slide (the
 fingerprint of its name, size and content that also keys its annotations) and by the bundle, so the pipeline's
@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from core.annotations import slide_fingerprint
-from core.cells.classify import DEFAULT_NORMAL_CLASSES, classifiers_of_model, normal_mask
+from core.cells.classify import DEFAULT_NORMAL_CLASSES, normal_mask
 from core.errors import CervixFMError
 from core.models.bundle import MANIFEST, read_bundle_spec
 from core.overlays import ObjectSet, TileScores
@@ -34,7 +34,7 @@ from core.paths import cache_dir
 from core.pipeline.analyze import WORK_DIR, SlideAnalysis, result_folder
 from core.pipeline.results import RESULT_FILE, SlideResult, load_result
 
-from .workers import lower_thread_priority
+from .priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -69,39 +69,6 @@ def analysis_root(slide_path: str | Path, bundle_folder: str | Path) -> Path:
 
 def saved_result_folder(slide_path: str | Path, bundle_folder: str | Path) -> Path:
     return result_folder(analysis_root(slide_path, bundle_folder), slide_path)
-
-
-# --------------------------------------------------------------------------------------------------- model
-class ModelCache:
-    """The last bundle's loaded model, kept between runs: loading a ViT-L takes seconds and a gigabyte, and a
-    pathologist analyses slide after slide with the same bundle. One model at a time bounds the memory."""
-
-    def __init__(self, device: str = "auto") -> None:
-        self.device = device
-        self._lock = threading.Lock()
-        self._key = None
-        self._model = None
-
-    def get(self, folder: str | Path):
-        from core.pipeline.analysis_model import model_from_bundle
-
-        folder = Path(folder)
-        try:
-            st = (folder / MANIFEST).stat()
-        except OSError as exc:
-            raise CervixFMError(f"Model bundle {folder} is no longer readable ({exc.strerror}). Choose it again "
-                                "with Analysis › Model Bundle….") from exc
-        key = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if self._key != key:
-                self._key, self._model = None, None  # free the old model before the new one is loaded
-                self._model = model_from_bundle(folder, device=self.device)
-                self._key = key
-            return self._model
-
-    def clear(self) -> None:
-        with self._lock:
-            self._key, self._model = None, None
 
 
 # ------------------------------------------------------------------------------------------------ overlays
@@ -316,69 +283,70 @@ class RunRequest:
     cells: bool = False
     batch_size: int = BATCH_SIZE
     readers: int = READERS
+    #: Where the results go (``SlideAnalysis``'s ``out_root``); None: ``analysis_root`` of the slide and bundle,
+    #: resolved on the viewer's side (the analysis process may have been started under other settings).
+    out_root: Path | None = None
+    #: How the analysis process loads the bundle's model: a module-level function of the bundle folder (it is
+    #: pickled by name); None loads it as ``core.pipeline.analysis_model.model_from_bundle`` does.
+    loader: Callable | None = None
 
 
 class ViewerRun:
-    """One analysis as ``AnalysisJob`` runs it (``prepare`` is its ``make_analysis``).
+    """One analysis as ``AnalysisJob`` follows it (``prepare`` is its ``make_analysis``); the analysis itself runs
+    in the analysis process (``analysis_worker``), which sends plain data back.
 
     Messages for the GUI go through ``post`` as ``(kind, payload)``: ``("plan", Overlays)`` before the first tile,
     ``("tiles", result)`` when the tile stage ends (attention is in the overlays by then), ``("cells_progress",
     CellProgress)`` and ``("cells", (table, cells, nuclei))`` with the final, de-duplicated cells. ``abandon()`` (the
     slide was closed) stops the messages and the final loading, so a closing window does not wait for them."""
 
-    def __init__(self, request: RunRequest, models: ModelCache, post: Callable[[tuple], None]) -> None:
+    def __init__(self, request: RunRequest, host, post: Callable[[tuple], None]) -> None:
         self.request = request
-        self.models = models
+        self.host = host
         self._post = post
-        self.analysis: SlideAnalysis | None = None
-        self.model = None
+        self.remote = None
+        self.plan = None
         self.overlays: Overlays | None = None
-        self._classifiers = None
         self._abandoned = threading.Event()
         self._cancelled = threading.Event()
 
     # ----------------------------------------------------------------------------------- job protocol
     def prepare(self) -> "ViewerRun":
-        """On the job's thread: lower its priority, load the model, plan the tiles, show empty overlays."""
+        """On the job's thread: hand the run to the analysis process, wait for its plan, show empty overlays."""
         lower_thread_priority()
-        req = self.request
-        self.model = model = self.models.get(req.bundle)
-        cells = None
-        if req.cells:
-            from core.cells import CellOptions
-
-            cells = CellOptions(batch_size=req.batch_size, readers=req.readers)
-        root = analysis_root(req.slide_path, req.bundle)
-        self.analysis = SlideAnalysis(req.slide_path, model, root, batch_size=req.batch_size, readers=req.readers,
-                                      mpp=req.mpp, cells=cells, region=req.region)
+        if self.request.out_root is None:
+            self.request = dataclasses.replace(
+                self.request, out_root=analysis_root(self.request.slide_path, self.request.bundle))
+        self.remote = self.host.submit(self.request)
         if self._cancelled.is_set():
-            self.analysis.cancel()
-        boxes = self.analysis.boxes
-        overlays = empty_overlays(model.name, boxes, tile_heads_of_model(model))
-        overlays.attention = {h.spec.name: TileScores(boxes, name=attention_name(h.spec.name), label="attention")
-                              for h in model.heads_with_role("slide")}
-        earlier = earlier_tile_outputs(self.analysis)
-        if earlier is not None:
-            overlays.apply_tiles(earlier["grid_index"], earlier)
-        if req.cells:
-            clfs = self._cell_classifiers()
-            first = clfs[0] if clfs else None
-            overlays.cells, overlays.nuclei = cell_objects(first.classes if first else None,
-                                                           first.colors if first else None,
-                                                           first.name if first else None)
-            overlays.cell_head = first.name if first else None
-        self.overlays = overlays
+            self.remote.cancel()
+        kind, payload = self.remote.next()
+        if kind == "failed":
+            _raise(payload)
+        if kind != "plan":  # cancelled before the plan: nothing was analysed
+            raise CervixFMError(f"The analysis process answered {kind!r} before its plan.")
+        self.plan = payload
+        self.overlays = overlays = overlays_of_plan(payload)
         self._send("plan", overlays)
         return self
 
+    @property
+    def boxes(self) -> np.ndarray | None:
+        return self.plan.boxes if self.plan is not None else None
+
+    @property
+    def folder(self) -> Path | None:
+        """The run's result folder."""
+        return self.plan.folder if self.plan is not None else None
+
     def prioritise_region(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        if self.analysis is not None:
-            self.analysis.prioritise_region(x0, y0, x1, y1)
+        if self.remote is not None:
+            self.remote.prioritise_region(x0, y0, x1, y1)
 
     def cancel(self) -> None:
         self._cancelled.set()
-        if self.analysis is not None:
-            self.analysis.cancel()
+        if self.remote is not None:
+            self.remote.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -389,24 +357,26 @@ class ViewerRun:
         self.cancel()
 
     def run(self, progress) -> SlideResult:
-        result = self.analysis.run(progress, cell_progress=self._on_cells, tiles_finished=self._on_tiles)
-        if result.cells and not self._abandoned.is_set():
-            self._send_final_cells(result)
-        return result
+        while True:
+            kind, payload = self.remote.next()
+            if kind == "progress":
+                if not self._abandoned.is_set():
+                    progress(payload)
+            elif kind == "tiles":
+                self._on_tiles(payload)
+            elif kind == "cells_progress":
+                self._on_cells(payload)
+            elif kind == "failed":
+                _raise(payload)
+            elif kind == "end":
+                if payload.cells and not self._abandoned.is_set():
+                    self._send_final_cells(payload)
+                return payload
 
     # ------------------------------------------------------------------------------------- callbacks
     def _send(self, kind: str, payload) -> None:
         if not self._abandoned.is_set():
             self._post((kind, payload))
-
-    def _cell_classifiers(self):
-        if self._classifiers is None:
-            try:
-                self._classifiers = classifiers_of_model(self.model)
-            except CervixFMError as exc:  # the cell stage reports it; cells are drawn unclassified meanwhile
-                log.warning("cell classes not shown live: %s", exc)
-                self._classifiers = []
-        return self._classifiers
 
     def _on_tiles(self, result: SlideResult) -> None:
         """The tile stage is over: attention fills its (empty until now) heat map, and the GUI gets the result."""
@@ -419,12 +389,8 @@ class ViewerRun:
 
     def _on_cells(self, p) -> None:
         overlays = self.overlays
-        table = p.new_cells
-        if overlays is not None and overlays.cells is not None and len(table):
-            clfs = self._cell_classifiers()
-            if clfs and table.embeddings is not None:
-                table.heads[clfs[0].name] = clfs[0].outputs(table.embeddings)
-            add_cells(overlays.cells, overlays.nuclei, table, clfs[0].name if clfs else None)
+        if overlays is not None and overlays.cells is not None and len(p.new_cells) and not self._abandoned.is_set():
+            add_cells(overlays.cells, overlays.nuclei, p.new_cells, overlays.cell_head)
         self._send("cells_progress", p)
 
     def _send_final_cells(self, result: SlideResult) -> None:
@@ -437,6 +403,27 @@ class ViewerRun:
         cells, nuclei = cell_objects(classes, colors, head)
         add_cells(cells, nuclei, table, head, keys=np.arange(len(table)))
         self._send("cells", (table, cells, nuclei))
+
+
+def _raise(payload) -> None:
+    """A ``failed`` reply: a user-facing error (bad slide, bad bundle) as ``CervixFMError``, a bug as
+    ``RuntimeError`` (the job words it as an internal error)."""
+    user_error, message = payload
+    raise (CervixFMError if user_error else RuntimeError)(message)
+
+
+def overlays_of_plan(plan) -> Overlays:
+    """Empty layers for a run's tiles, filled with what earlier runs computed."""
+    boxes = plan.boxes
+    overlays = empty_overlays(plan.model_name, boxes, plan.tile_heads)
+    overlays.attention = {name: TileScores(boxes, name=attention_name(name), label="attention")
+                          for name in plan.slide_heads}
+    if plan.earlier is not None:
+        overlays.apply_tiles(plan.earlier["grid_index"], plan.earlier)
+    if plan.cells:
+        overlays.cells, overlays.nuclei = cell_objects(plan.cell_classes, plan.cell_colors, plan.cell_head)
+        overlays.cell_head = plan.cell_head
+    return overlays
 
 
 def earlier_tile_outputs(analysis: SlideAnalysis) -> dict[str, np.ndarray] | None:

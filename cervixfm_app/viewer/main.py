@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.quit_after is not None:
         QTimer.singleShot(args.quit_after, window.close)
-    return app.exec()
+    try:
+        return app.exec()
+    finally:
+        from .analysis_host import stop_analysis_host
+
+        stop_analysis_host()  # while the interpreter is whole, not from an exit handler
 
 
 if __name__ == "__main__":

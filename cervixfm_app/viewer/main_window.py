@@ -28,6 +28,7 @@ from .session import SlideSession
 from .thread_job import job_progress_dialog
 from .slide_view import MAGNIFICATIONS, SlideView
 from .tile_source import TileSource
+from .idle_gc import IdleCollector
 from .workers import Mailbox, lower_thread_priority
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
 
         self.view = SlideView()
         self.setCentralWidget(self.view)
+        self.idle_gc = IdleCollector(self.view, self)  # full garbage collections only while the view is still
         self.overview = OverviewWidget()
         self.view.set_corner_widget(self.overview)
         self.overview.hide()

@@ -10,6 +10,7 @@ repaint instead of one event each.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import logging
@@ -20,39 +21,37 @@ from typing import Callable, Hashable, Iterable
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from .priority import BACKGROUND_NICE, lower_thread_priority  # noqa: F401  (re-exported for the panels)
+
 log = logging.getLogger(__name__)
 
 Job = tuple[float, Hashable, Callable[[], None]]  # (priority: lower runs first, key, work)
 
-#: Niceness added to background threads: the GUI thread keeps the CPU when readers, renderers and analyses want
-#: more than the machine has (on one busy core, equal shares would leave the GUI a third of a frame's time).
-BACKGROUND_NICE = 10
-
-
-def lower_thread_priority(nice: int | None = None) -> None:
-    """Lower the calling thread's CPU priority (Linux keeps a nice value per thread; elsewhere nothing happens).
-
-    Threads the calling thread starts afterwards inherit it, so calling this first in an analysis thread also
-    covers the compute threads its libraries create.
-    """
-    nice = BACKGROUND_NICE if nice is None else nice
-    if not sys.platform.startswith("linux") or nice <= 0:
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass
-
-
 #: GIL hand-over interval for the viewer process. Python's default (5 ms) lets a reader thread in pure-Python code
 #: keep the GUI thread waiting up to 5 ms at every return from a Qt call; 1 ms bounds that wait.
 SWITCH_INTERVAL_S = 0.001
+#: Automatic full (generation 2) garbage collections are put off this many younger ones: in effect never, since
+#: ``idle_gc.IdleCollector`` runs them while the view is still. A full collection walks every object the viewer
+#: holds (tile caches, spatial indexes of 100,000 cells) and took 40-130 ms on the GUI thread, a visible stall.
+FULL_GC_THRESHOLD = 1_000_000
 
 
 def tune_interpreter_for_gui() -> None:
-    """Called once at viewer start-up (and by the viewer benchmark, to measure what users get)."""
+    """Called once at viewer start-up, before the ``QApplication`` exists (and by the viewer benchmark and the
+    screenshot scripts, to measure and show what users get).
+
+    - GIL switch interval 1 ms (``SWITCH_INTERVAL_S``).
+    - No full garbage collections while the user works (``FULL_GC_THRESHOLD``; ``IdleCollector`` does them).
+    - ``QT_NO_GUI_THREADPOOL``: Qt's raster engine otherwise splits every large image draw and fill over a thread
+      pool and makes the GUI thread wait for it; when the viewer's own readers and an analysis keep the cores
+      busy, those helpers wait for a CPU and the GUI waits with them. Drawing on the GUI thread alone cut its
+      time waiting for a CPU from 13-18% to 4% of a pan/zoom tour and the p95 frame time from ~23 to ~18 ms
+      (``benchmarks/viewer.py``, 2 cores). A value the user set is kept.
+    """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_GC_THRESHOLD)
+    os.environ.setdefault("QT_NO_GUI_THREADPOOL", "1")
 
 
 class JobQueue:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from viewer_support import grab_rgb
+from viewer_support import grab_rgb, slow_bundle_model, tiny_bundle
 
 TILE_CLASSES = ["NILM", "SIL"]
 CELL_CLASSES = ["Superficial squamous", "LSIL", "HSIL"]
@@ -20,39 +21,7 @@ CELL_CLASSES = ["Superficial squamous", "LSIL", "HSIL"]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    """vit-test16 with random weights (unit layer scales, so features depend on the image) and three random
-    heads saved as real head files: a tile classifier, a cell classifier and an ABMIL slide head."""
-    from core.models import build_vit, get_preset
-    from core.models.bundle import BundleSpec, HeadSpec, write_bundle_manifest
-    from core.models.heads import ABMIL, LinearHead, save_head
-
-    folder = tmp_path_factory.mktemp("bundle")
-    (folder / "heads").mkdir()
-    torch.manual_seed(0)
-    state = build_vit(get_preset("vit-test16").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    torch.save(state, folder / "backbone.pth")
-    tiles = LinearHead(64, len(TILE_CLASSES))
-    cells = LinearHead(64, len(CELL_CLASSES))
-    for head in (tiles, cells):
-        torch.nn.init.normal_(head.classifier.weight, std=0.5)
-    slide = ABMIL(64, 2, hidden_dim=32, attn_dim=16)
-    files = {
-        "tiles": save_head(folder / "heads" / "tiles.safetensors", "linear", tiles, tiles.config(), TILE_CLASSES,
-                           [[90, 160, 90], [220, 60, 60]], {"normal_classes": ["NILM"]}),
-        "cells": save_head(folder / "heads" / "cells.safetensors", "linear", cells, cells.config(), CELL_CLASSES,
-                           [[90, 160, 240], [240, 170, 40], [230, 50, 50]],
-                           {"normal_classes": ["Superficial squamous"]}),
-        "slide": save_head(folder / "heads" / "slide.safetensors", "abmil", slide, slide.config(), TILE_CLASSES),
-    }
-    roles = {"tiles": "tile-classifier", "cells": "cell-classifier", "slide": "slide"}
-    spec = BundleSpec(folder, "Tiny test bundle", folder / "backbone.pth", None, None, None, 224, 0.5,
-                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                      tuple(HeadSpec(name, roles[name], file) for name, file in files.items()))
-    write_bundle_manifest(spec)
-    return folder
+    return tiny_bundle(tmp_path_factory.mktemp("bundle"), TILE_CLASSES, CELL_CLASSES)
 
 
 @pytest.fixture(autouse=True)
@@ -101,17 +70,10 @@ def _finite(scores):
     return int(np.isfinite(scores.values).sum())
 
 
-def _slow_device(panel, bundle, seconds_per_batch):
-    """Run the bundle's real model as if on a slower device (each batch takes at least this long), so the test can
-    act while the analysis is still going on this tiny slide."""
-    model = panel.models.get(bundle)
-    encode = model.encode
-
-    def slow(images):
-        time.sleep(seconds_per_batch)
-        return encode(images)
-
-    model.encode = slow
+def _slow_device(panel, seconds_per_batch):
+    """The analysis process loads the bundle's real model as if on a slower device (each batch takes at least this
+    long), so the test can act while the analysis is still going on this tiny slide."""
+    panel.model_loader = partial(slow_bundle_model, seconds_per_batch)
 
 
 def test_analyse_slide_streams_a_heat_map_sets_the_result_and_scores_the_slide(qtbot, window, bundle, view_slide):
@@ -126,7 +88,7 @@ def test_analyse_slide_streams_a_heat_map_sets_the_result_and_scores_the_slide(q
     assert panel.set_bundle(bundle) and changed == [bundle] and panel.bundle_folder() == bundle
     _open(qtbot, window, view_slide.path)
     panel.batch_size = 2
-    _slow_device(panel, bundle, 0.1)
+    _slow_device(panel, 0.1)
     growth, followed = [], []
     redraws, started = panel.score_panel.refresh_count, time.monotonic()
     panel.analyse_slide()
@@ -181,12 +143,12 @@ def test_cancel_stops_promptly_and_the_next_run_continues(qtbot, window, bundle,
     panel.set_bundle(bundle)
     _open(qtbot, window, view_slide.path)
     panel.batch_size = 1
-    _slow_device(panel, bundle, 0.05)
+    _slow_device(panel, 0.05)
     panel.analyse_slide()
     qtbot.waitUntil(lambda: panel._overlays is not None and _finite(panel._overlays.primary_scores) >= 1,
                     timeout=30000)
-    total = len(panel._run.analysis.boxes)
-    journal = panel._run.analysis.folder / ".work"
+    total = len(panel._run.boxes)
+    journal = panel._run.folder / ".work"
     start = time.monotonic()
     done_then = len(list(journal.glob("part-*.npz")))  # batches the worker has finished (one tile each)
     panel.cancel_action.trigger()
@@ -275,7 +237,7 @@ def test_closing_the_window_or_the_slide_during_an_analysis_stops_it_cleanly(qtb
     panel.set_bundle(bundle)
     _open(qtbot, window, view_slide.path)
     panel.batch_size = 1
-    _slow_device(panel, bundle, 0.05)
+    _slow_device(panel, 0.05)
 
     panel.analyse_slide()
     qtbot.waitUntil(lambda: panel._overlays is not None, timeout=30000)
