@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests_support import random_backbone
+
 CLASSES = ["Superficial squamous", "Intermediate squamous", "Parabasal", "LSIL", "HSIL", "Inflammatory"]
 _CACHE: dict = {}
 
@@ -23,17 +25,11 @@ def tiny_bundle(folder: Path, slide: Path) -> Path:
     from core.pipeline.analysis_model import model_from_checkpoint
     from core.slides import open_slide
 
-    from core.models import build_vit, get_preset
     from core.models.bundle import BundleSpec, HeadSpec, write_bundle_manifest
     from core.models.heads import LinearHead, save_head
 
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    state = build_vit(get_preset("vit-test16").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    torch.save(state, folder / "vit_test16.pth")
+    random_backbone(folder / "vit_test16.pth")
     backbone = model_from_checkpoint(folder / "vit_test16.pth", device="cpu")
     with open_slide(slide) as s:
         w, h = s.dimensions

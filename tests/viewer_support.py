@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests_support import random_backbone
+
 
 def grab_rgb(widget) -> np.ndarray:
     """What the widget paints now, as (h, w, 3) uint8 RGB."""
@@ -83,17 +85,11 @@ def tiny_bundle(folder, tile_classes, cell_classes):
     class of each is the normal one) and an ABMIL slide head."""
     import torch
 
-    from core.models import build_vit, get_preset
     from core.models.bundle import BundleSpec, HeadSpec, write_bundle_manifest
     from core.models.heads import ABMIL, LinearHead, save_head
 
     (folder / "heads").mkdir()
-    torch.manual_seed(0)
-    state = build_vit(get_preset("vit-test16").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    torch.save(state, folder / "backbone.pth")
+    random_backbone(folder / "backbone.pth")
     tiles = LinearHead(64, len(tile_classes))
     cells = LinearHead(64, len(cell_classes))
     for head in (tiles, cells):

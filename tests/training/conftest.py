@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.models import build_vit, get_preset
+from tests_support import random_backbone
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -35,15 +35,7 @@ def other_backbone(tmp_path_factory) -> Path:
 
 
 def _random_backbone(path: Path, seed: int) -> Path:
-    # DINOv2's initial layer scale (1e-5) makes a fresh ViT's CLS token nearly independent of the image; unit
-    # scales give random features that actually depend on the image, which the probe tests need.
-    torch.manual_seed(seed)
-    state = build_vit(get_preset("vit-test16").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    torch.save(state, path)
-    return path
+    return random_backbone(path, seed=seed)  # unit layer scales: features that depend on the image
 
 
 def make_image(label: int, rng: np.random.Generator, size: int = 224) -> np.ndarray:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from slide_fixtures import synthetic
+from tests_support import random_backbone
 
 
 @pytest.fixture(autouse=True)
@@ -42,16 +43,9 @@ def smear2(cells_root):
 def cell_model(tmp_path_factory):
     """Preset vit-test16 (64-d, 2 blocks) with random weights and unit layer scales: features that depend on the
     image (DINOv2's 1e-5 initial layer scale would make every crop's CLS token nearly the same)."""
-    from core.models import build_vit, get_preset
     from core.pipeline.analysis_model import model_from_checkpoint
 
-    torch.manual_seed(0)
-    state = build_vit(get_preset("vit-test16").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    path = tmp_path_factory.mktemp("cell_backbone") / "vit_test16.pth"
-    torch.save(state, path)
+    path = random_backbone(tmp_path_factory.mktemp("cell_backbone") / "vit_test16.pth")
     return model_from_checkpoint(path, device="cpu")
 
 

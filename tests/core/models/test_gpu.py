@@ -28,6 +28,7 @@ from core.models.attention import Attention, xformers_available, xformers_runs
 
 # The golden helpers (model list, inputs, output collection) come from the CPU parity test, not a copy of it.
 from test_golden import INPUTS, MODELS, _outputs
+from tests_support import random_backbone
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
@@ -246,14 +247,7 @@ def test_autocast_features_are_close_to_fp32(vitl_stress, crops, precision, kern
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A cervixfm-tiny backbone with layer scales 1 (image-dependent features), as a bare state dict on disk."""
-    torch.manual_seed(0)
-    state = build_vit(get_preset("cervixfm-tiny").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    path = tmp_path_factory.mktemp("tiny_backbone") / "tiny.pth"
-    torch.save(state, path)
-    return path
+    return random_backbone(tmp_path_factory.mktemp("tiny_backbone") / "tiny.pth", preset="cervixfm-tiny")
 
 
 def test_auto_device_is_cuda_and_the_backbone_loads_there(tiny_checkpoint):

@@ -11,6 +11,7 @@ from core.pipeline.analyze import SlideAnalysis
 from core.pipeline.feature_file import read_features
 from core.pipeline.scheduler import tiles_in_region
 from slide_fixtures import synthetic
+from tests_support import random_backbone
 
 REGION = (0.0, 0.0, 1300.0, 1300.0)
 
@@ -24,16 +25,9 @@ def slide(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """Preset vit-test16 with random weights (unit layer scales, so features depend on the image)."""
-    from core.models import build_vit, get_preset
     from core.pipeline.analysis_model import model_from_checkpoint
 
-    torch.manual_seed(0)
-    state = build_vit(get_preset("vit-test16").config).state_dict()
-    for key, value in state.items():
-        if key.endswith(".gamma"):
-            value.fill_(1.0)
-    path = tmp_path_factory.mktemp("region_backbone") / "vit_test16.pth"
-    torch.save(state, path)
+    path = random_backbone(tmp_path_factory.mktemp("region_backbone") / "vit_test16.pth")
     return model_from_checkpoint(path, device="cpu")
 
 
