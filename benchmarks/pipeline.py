@@ -10,7 +10,11 @@
 3. Peak RSS of a whole analysis (each in a fresh child process) for a small slide and one with 10x the area.
    Target: within 1.5x of each other (memory bounded whatever the slide size).
 
+On a GPU (``--device cuda``, e.g. ``--preset cervixfm-vitl16 --batch-size 64 --readers 2,8,14 --no-memory``) the
+same comparison says whether the reader threads keep the GPU fed, and with how many.
+
 Usage: python benchmarks/pipeline.py [--small 8192] [--batch-size 32] [--rounds 3] [--workdir DIR]
+       [--device cpu|cuda] [--preset NAME] [--precision auto|fp32|bf16|fp16] [--readers 2[,8,...]] [--no-memory]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -33,15 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import CpuMonitor  # noqa: E402
 
 
-def vits16_checkpoint(folder: Path) -> Path:
+def random_checkpoint(folder: Path, preset: str | None) -> Path:
+    """Random weights: a ViT-S/16-sized backbone by default, else the named preset."""
     import torch
 
-    from core.models import ViTConfig, build_vit
+    from core.models import ViTConfig, build_vit, get_preset
 
-    path = folder / "vits16_random.pth"
+    path = folder / f"{preset or 'vits16'}_random.pth"
     if not path.exists():
         torch.manual_seed(0)
-        cfg = ViTConfig(embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224, ffn_layer="mlp")
+        cfg = (get_preset(preset).config if preset else
+               ViTConfig(embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224, ffn_layer="mlp"))
         torch.save(build_vit(cfg).state_dict(), path)
     return path
 
@@ -55,13 +62,14 @@ def make_slide(folder: Path, side: int, seed: int) -> Path:
     return path
 
 
-def child_analysis(slide: str, checkpoint: str, out: str, batch_size: int) -> None:
+def child_analysis(slide: str, checkpoint: str, out: str, batch_size: int, device: str = "cpu",
+                   precision: str = "auto", readers: int = 2) -> None:
     """Run one analysis and print JSON with tiles, seconds and this process's peak RSS."""
     from core.pipeline.analysis_model import model_from_checkpoint
     from core.pipeline.analyze import SlideAnalysis
 
-    model = model_from_checkpoint(checkpoint, device="cpu")
-    analysis = SlideAnalysis(slide, model, out, batch_size=batch_size)
+    model = model_from_checkpoint(checkpoint, device=device, precision=precision)
+    analysis = SlideAnalysis(slide, model, out, batch_size=batch_size, readers=readers)
     t0 = time.perf_counter()
     result = analysis.run(reuse=False)
     seconds = time.perf_counter() - t0
@@ -76,21 +84,32 @@ def run_child(*args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def child_backbone(checkpoint: str, tiles: int, batch_size: int) -> None:
-    """Backbone alone on ``tiles`` pre-loaded tiles in batches (the last one partial, as in the pipeline)."""
+def child_backbone(checkpoint: str, tiles: int, batch_size: int, device: str = "cpu", precision: str = "auto"
+                   ) -> None:
+    """Backbone alone on ``tiles`` pre-loaded tiles in batches (the last one partial, as in the pipeline), on the
+    device and at the precision the pipeline uses."""
     import torch
 
     from core.models import load_backbone
+    from core.models.inference import select_device
+    from core.pipeline.analysis_model import AUTOCAST_DTYPES, resolve_precision
 
     torch.manual_seed(0)
-    model = load_backbone(checkpoint).model.eval()
-    x = torch.randn(batch_size, 3, 224, 224)
+    dev = select_device(device)
+    dtype = AUTOCAST_DTYPES.get(resolve_precision(precision, dev))
+    model = load_backbone(checkpoint, device=dev).model.eval()
+    x = torch.randn(batch_size, 3, 224, 224, device=dev)
+
+    def forward(n: int) -> None:
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            model.forward_features(x[:n])["x_norm_clstoken"].float().cpu()  # the pipeline copies features back
+
     with torch.inference_mode():
-        model.forward_features(x[:2])  # warm-up, as the pipeline's first batch pays it too
+        forward(2)  # warm-up, as the pipeline's first batch pays it too
         t0 = time.perf_counter()
         left = tiles
         while left > 0:
-            model.forward_features(x[:min(left, batch_size)])
+            forward(min(left, batch_size))
             left -= batch_size
         seconds = time.perf_counter() - t0
     print(json.dumps({"tiles": tiles, "seconds": seconds}))
@@ -102,50 +121,68 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of backbone-only and end-to-end runs")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    ap.add_argument("--preset", default=None, help="backbone preset with random weights (default: ViT-S/16-sized)")
+    ap.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on a CPU), fp32, bf16, fp16")
+    ap.add_argument("--readers", default="2", help="tile-reading threads; a comma list runs each (e.g. 2,8,14)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the large-slide memory check")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        if args.child[0] == "analysis":
-            child_analysis(args.child[1], args.child[2], args.child[3], int(args.child[4]))
+        kind, rest = args.child[0], args.child[1:]
+        if kind == "analysis":
+            child_analysis(rest[0], rest[1], rest[2], int(rest[3]), rest[4], rest[5], int(rest[6]))
         else:
-            child_backbone(args.child[1], int(args.child[2]), int(args.child[3]))
+            child_backbone(rest[0], int(rest[1]), int(rest[2]), rest[3], rest[4])
         return
     import torch
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="cervixfm-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    ckpt = vits16_checkpoint(work)
+    ckpt = random_checkpoint(work, args.preset)
     small = make_slide(work, args.small, seed=11)
-    large_side = int(round(args.small * math.sqrt(10) / 512)) * 512
-    large = make_slide(work, large_side, seed=12)
-    print(f"machine: {torch.get_num_threads()} torch threads; backbone ViT-S/16 (384-d, 12 blocks), "
-          f"batch {args.batch_size}; slides in {work}", flush=True)
+    readers = [int(r) for r in str(args.readers).split(",")]
+    print(f"machine: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; device {args.device}, "
+          f"precision {args.precision}; backbone {args.preset or 'ViT-S/16 (384-d, 12 blocks)'}, batch "
+          f"{args.batch_size}; slides in {work}", flush=True)
 
     monitor = CpuMonitor()
-    bb_rates, e2e_rates, small_runs = [], [], []
+    bb_rates, small_runs = [], []
+    e2e_rates: dict[int, list[float]] = {r: [] for r in readers}
     for r in range(args.rounds):
-        run = run_child("analysis", small, ckpt, work / f"out_small_{r}", args.batch_size)
-        small_runs.append(run)
-        e2e_rates.append(run["tiles"] / run["seconds"])
-        bb = run_child("backbone", ckpt, run["tiles"], args.batch_size)
+        line = []
+        for n in readers:
+            run = run_child("analysis", small, ckpt, work / f"out_small_{r}_{n}", args.batch_size, args.device,
+                            args.precision, n)
+            small_runs.append(run)
+            e2e_rates[n].append(run["tiles"] / run["seconds"])
+            line.append(f"end-to-end ({n} readers) {e2e_rates[n][-1]:.2f} tiles/s")
+        bb = run_child("backbone", ckpt, small_runs[-1]["tiles"], args.batch_size, args.device, args.precision)
         bb_rates.append(bb["tiles"] / bb["seconds"])
-        print(f"  round {r + 1}: end-to-end {e2e_rates[-1]:.2f} tiles/s, backbone only {bb_rates[-1]:.2f} tiles/s, "
-              f"ratio {e2e_rates[-1] / bb_rates[-1]:.3f}", flush=True)
+        print(f"  round {r + 1}: {', '.join(line)}, backbone only {bb_rates[-1]:.2f} tiles/s, ratio "
+              + ", ".join(f"{e2e_rates[n][-1] / bb_rates[-1]:.3f}" for n in readers), flush=True)
     load, _ = monitor.report()
-    large_run = run_child("analysis", large, ckpt, work / "out_large", args.batch_size)
-    bb_rate, e2e_rate = statistics.median(bb_rates), statistics.median(e2e_rates)
-    rounds = [e / b for e, b in zip(e2e_rates, bb_rates)]
-    ratio = statistics.median(rounds)  # each round's pair ran back to back: the load changes less within a round
+    bb_rate = statistics.median(bb_rates)
     small_run = small_runs[0]
+    print(f"backbone only (pre-loaded tensors): {bb_rate:8.2f} tiles/s (median of {args.rounds})")
+    for n in readers:
+        e2e_rate = statistics.median(e2e_rates[n])
+        rounds = [e / b for e, b in zip(e2e_rates[n], bb_rates)]
+        ratio = statistics.median(rounds)  # each round's pair ran back to back: the load changes less within a round
+        print(f"end-to-end pipeline, {n} readers ({args.small}^2 slide, {small_run['tiles']} cell-area tiles of "
+              f"{small_run['grid']}): {e2e_rate:8.2f} tiles/s (median of {args.rounds})")
+        print(f"ratio end-to-end / backbone, {n} readers: {ratio:.3f} (median of the rounds' ratios; rounds "
+              f"{min(rounds):.3f}-{max(rounds):.3f}; ratio of the medians {e2e_rate / bb_rate:.3f})  "
+              f"(target >= 0.9: {'PASS' if ratio >= 0.9 else 'MISS'})")
+    print(f"during the rounds {load}")
+    if args.no_memory:
+        return
+    large_side = int(round(args.small * math.sqrt(10) / 512)) * 512
+    large = make_slide(work, large_side, seed=12)
+    large_run = run_child("analysis", large, ckpt, work / "out_large", args.batch_size, args.device, args.precision,
+                          readers[0])
     small_rss = max(run["peak_rss_mb"] for run in small_runs)
     mem_ratio = large_run["peak_rss_mb"] / small_rss
-    print(f"backbone only (pre-loaded tensors): {bb_rate:8.2f} tiles/s (median of {args.rounds})")
-    print(f"end-to-end pipeline ({args.small}^2 slide, {small_run['tiles']} cell-area tiles of {small_run['grid']}): "
-          f"{e2e_rate:8.2f} tiles/s (median of {args.rounds})")
-    print(f"ratio end-to-end / backbone: {ratio:.3f} (median of the rounds' ratios; rounds "
-          f"{min(rounds):.3f}-{max(rounds):.3f}; ratio of the medians {e2e_rate / bb_rate:.3f})  "
-          f"(target >= 0.9: {'PASS' if ratio >= 0.9 else 'MISS'})")
-    print(f"during the rounds {load}")
     print(f"peak RSS small slide ({args.small}^2, {small_run['tiles']} tiles): {small_rss:.0f} MB")
     print(f"peak RSS large slide ({large_side}^2, {large_run['tiles']} tiles, "
           f"{large_run['tiles'] / large_run['seconds']:.1f} tiles/s): {large_run['peak_rss_mb']:.0f} MB")

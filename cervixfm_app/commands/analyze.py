@@ -24,8 +24,11 @@ def register(sub) -> None:
     src.add_argument("--bundle", metavar="DIR", help="model bundle folder (bundle.json)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one subfolder per slide)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--readers", type=int, default=2, help="tile-reading threads")
+    p.add_argument("--readers", type=int, default=None,
+                   help="tile-reading threads (default: 2 on a CPU, up to 8 on a GPU)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="backbone precision: auto = bf16 autocast on CUDA, fp32 on a CPU")
     p.add_argument("--target-mpp", type=float, default=None, help="tile resolution in µm/px (checkpoint mode; default 0.5)")
     p.add_argument("--slide-mpp", type=float, default=None, help="override the slide's own µm/px (files without MPP)")
     p.add_argument("--no-foreground", action="store_true", help="analyse every tile, not only the cell-bearing area")
@@ -65,32 +68,36 @@ def run(args: argparse.Namespace) -> int:
     from core.models.bundle import DEFAULT_TARGET_MPP
     from core.paths import resolve_checkpoint
     from core.pipeline.analysis_model import model_from_bundle, model_from_checkpoint
-    from core.pipeline.analyze import SlideAnalysis
+    from core.pipeline.analyze import SlideAnalysis, default_readers
 
     slides = _slides(Path(args.slide))
-    cell_options = None
-    if args.cells:
-        from core.cells import CellOptions
-
-        normal = tuple(c.strip() for c in args.normal_classes.split(",") if c.strip()) if args.normal_classes else None
-        cell_options = CellOptions(batch_size=args.batch_size, readers=args.readers, threshold=args.cell_threshold,
-                                   normal_classes=normal)
+    if args.readers is not None and args.readers < 1:
+        raise CervixFMError(f"--readers must be at least 1 (got {args.readers}).")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CervixFMError(f"Cannot create output folder {out}: {exc.strerror}.") from exc
     if args.bundle:
-        model = model_from_bundle(args.bundle, device=args.device)
+        model = model_from_bundle(args.bundle, device=args.device, precision=args.precision)
     else:
         model = model_from_checkpoint(resolve_checkpoint(args.checkpoint), config=args.config, preset=args.preset,
-                                      device=args.device, target_mpp=args.target_mpp or DEFAULT_TARGET_MPP)
+                                      device=args.device, target_mpp=args.target_mpp or DEFAULT_TARGET_MPP,
+                                      precision=args.precision)
+    readers = args.readers or default_readers(model.device)
     print(f"model: {model.name} ({model.backbone.summary()}), tiles {model.tile_size}px at {model.target_mpp} µm/px "
-          f"on {model.device}", file=sys.stderr)
+          f"on {model.device} ({model.precision}), {readers} tile readers", file=sys.stderr)
+    cell_options = None
+    if args.cells:
+        from core.cells import CellOptions
+
+        normal = tuple(c.strip() for c in args.normal_classes.split(",") if c.strip()) if args.normal_classes else None
+        cell_options = CellOptions(batch_size=args.batch_size, readers=readers, threshold=args.cell_threshold,
+                                   normal_classes=normal)
     failures: list[tuple[Path, str]] = []
     for path in slides:
         try:
-            analysis = SlideAnalysis(path, model, out, batch_size=args.batch_size, readers=args.readers,
+            analysis = SlideAnalysis(path, model, out, batch_size=args.batch_size, readers=readers,
                                      mpp=args.slide_mpp, use_foreground=not args.no_foreground, cells=cell_options)
             if not args.overwrite and not args.cells and analysis.existing_result() is not None:
                 print(f"{path.name}: already analysed with this model -> {analysis.folder}", file=sys.stderr)

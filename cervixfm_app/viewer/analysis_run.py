@@ -42,7 +42,6 @@ ANALYSES_DIR = "analyses"
 #: Tiles per batch: small enough that a cancel (which waits for the batch in flight) feels immediate on a CPU and
 #: that the heat map grows in visible steps, large enough to keep a GPU busy.
 BATCH_SIZE = 16
-READERS = 2
 CELL_COLOR = (0, 200, 255)
 NUCLEUS_COLOR = (255, 214, 64)
 
@@ -282,7 +281,7 @@ class RunRequest:
     region: tuple[float, float, float, float] | None = None
     cells: bool = False
     batch_size: int = BATCH_SIZE
-    readers: int = READERS
+    readers: int | None = None  # None: as many as suit the device (core.pipeline.analyze.default_readers)
     #: Where the results go (``SlideAnalysis``'s ``out_root``); None: ``analysis_root`` of the slide and bundle,
     #: resolved on the viewer's side (the analysis process may have been started under other settings).
     out_root: Path | None = None

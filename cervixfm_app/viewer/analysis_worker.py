@@ -123,7 +123,7 @@ class WorkerRun:
         self._send((kind, self.run_id, payload))
 
     def _execute(self):
-        from core.pipeline.analyze import SlideAnalysis
+        from core.pipeline.analyze import SlideAnalysis, default_readers
 
         req = self.request
         model = self.models.get(req.bundle, req.loader)
@@ -131,7 +131,7 @@ class WorkerRun:
         if req.cells:
             from core.cells import CellOptions
 
-            cells = CellOptions(batch_size=req.batch_size, readers=req.readers)
+            cells = CellOptions(batch_size=req.batch_size, readers=req.readers or default_readers(model.device))
         out_root = req.out_root if req.out_root is not None else analysis_root(req.slide_path, req.bundle)
         analysis = SlideAnalysis(req.slide_path, model, out_root,
                                  batch_size=req.batch_size, readers=req.readers, mpp=req.mpp, cells=cells,

@@ -34,12 +34,16 @@ class Preprocessing:
         top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
         return resized[top:top + self.size, left:left + self.size]
 
-    def to_tensor(self, images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, normalised."""
+    def to_tensor(self, images: np.ndarray | Sequence[np.ndarray], device: torch.device | str | None = None
+                  ) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, normalised; on ``device`` when given, where the bytes go
+        over as uint8 (a quarter of float32's traffic) and are normalised there."""
         batch = torch.from_numpy(np.ascontiguousarray(np.stack(images) if not isinstance(images, np.ndarray) else images))
+        if device is not None:
+            batch = batch.to(device, non_blocking=True)
         if batch.ndim == 3:
             batch = batch[None]
         x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std)

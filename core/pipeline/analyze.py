@@ -12,6 +12,7 @@ run of the whole slide continues from it instead of starting again.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,15 @@ def result_folder(out_root: str | Path, slide_path: str | Path) -> Path:
     return Path(out_root) / Path(slide_path).stem
 
 
+def default_readers(device) -> int:
+    """Tile-reading threads: 2 on a CPU, where the backbone is the bottleneck; on a GPU as many as the cores
+    allow, up to 8. Measured on an H200 with 16 cores (ViT-L, bf16): 2 readers fed 678 tiles/s, 8 fed 1088 and 14
+    fed 975 (the threads then contend for the interpreter), against 1955 tiles/s for the backbone alone."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return 2
+    return max(2, min(8, (os.cpu_count() or 2) - 2))
+
+
 class SlideAnalysis:
     def __init__(
         self,
@@ -41,7 +51,7 @@ class SlideAnalysis:
         model: AnalysisModel,
         out_root: str | Path,
         batch_size: int = 32,
-        readers: int = 2,
+        readers: int | None = None,
         overlap_px: int = 0,
         mpp: float | None = None,
         use_foreground: bool = True,
@@ -49,7 +59,9 @@ class SlideAnalysis:
         region: tuple[float, float, float, float] | None = None,
     ):
         """``cells``: True or a ``core.cells.CellOptions`` to run the cell stage after the tiles; ``region``: level-0
-        (x0, y0, x1, y1) to analyse only the tiles meeting it (a "partial" result, resumable by a whole-slide run)."""
+        (x0, y0, x1, y1) to analyse only the tiles meeting it (a "partial" result, resumable by a whole-slide run);
+        ``readers``: tile-reading threads (None: ``default_readers`` for the model's device)."""
+        readers = default_readers(model.device) if readers is None else readers
         self.model = model
         self.slide = open_slide(slide_path, mpp=mpp)
         self.folder = result_folder(out_root, slide_path)
@@ -66,6 +78,8 @@ class SlideAnalysis:
         st = self.slide.path.stat()
         self.fingerprint = {
             "model_sha256": model.sha256, "feature": model.backbone.feature,
+            # features of another precision must not be mixed into a journal (fp32 left out: older journals resume)
+            **({"precision": model.precision} if getattr(model, "precision", "fp32") != "fp32" else {}),
             "params": {k: v for k, v in self.params.items() if k != "batch_size"},
             "slide": {"path": str(self.slide.path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns},
         }
