@@ -21,6 +21,7 @@ import numpy as np
 import shapely
 
 from ..errors import InputError
+from ..listeners import Listeners
 from .model import OBJECT_TYPES, Annotation
 from .spatial import ChunkedIndex
 
@@ -90,7 +91,7 @@ class AnnotationStore:
 
     def __init__(self, annotations: Iterable[Annotation] = (), undo_limit: int = 500) -> None:
         self._lock = threading.RLock()
-        self._listeners: list[Callable[[StoreEvent], None]] = []
+        self._listeners = Listeners()
         self._undo: list[_Command] = []
         self._redo: list[_Command] = []
         self._undo_limit = undo_limit
@@ -320,19 +321,10 @@ class AnnotationStore:
     # ------------------------------------------------------------------------------------------------ events
     def subscribe(self, callback: Callable[[StoreEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` after every change; returns a function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return unsubscribe
+        return self._listeners.subscribe(callback)
 
     def _emit(self, event: StoreEvent) -> None:
-        for callback in list(self._listeners):
-            callback(event)
+        self._listeners.emit(event)
 
     # ------------------------------------------------------------------------------------------------- edits
     @staticmethod

@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import shapely
 
+from ..listeners import Listeners
+
 #: Chunks are merged only while the result stays this small, so an append never rebuilds a big tree.
 MAX_MERGE = 4096
 
@@ -238,7 +240,7 @@ class ObjectSet:
         self._colors = np.asarray(colors, np.uint8).reshape(-1, 3)
         self._chunks: list[_Chunk] = []
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[ObjectsChanged], None]] = []
+        self._listeners = Listeners()
         self._version = 0
         self._snapshot: ObjectSnapshot | None = None
 
@@ -409,19 +411,10 @@ class ObjectSet:
     # ------------------------------------------------------------------------------------------ subscribing
     def subscribe(self, callback: Callable[[ObjectsChanged], None]) -> Callable[[], None]:
         """Call ``callback(event)`` after every change; returns a function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return unsubscribe
+        return self._listeners.subscribe(callback)
 
     def _notify(self, event: ObjectsChanged) -> None:
-        for fn in list(self._listeners):
-            fn(event)
+        self._listeners.emit(event)
 
 
 # ------------------------------------------------------------------------------------------------- helpers

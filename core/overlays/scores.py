@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..listeners import Listeners
+
 
 @dataclass(frozen=True)
 class GridPlacement:
@@ -45,7 +47,7 @@ class TileScores:
         self.name = name
         self.label = label
         self._lock = threading.Lock()
-        self._listeners: list[Callable] = []
+        self._listeners = Listeners()
         self.version = 0
         self.placement, self._cells = _grid(self.boxes)
 
@@ -100,19 +102,11 @@ class TileScores:
         return float(self.values[hit[-1]]) if len(hit) else float("nan")
 
     def subscribe(self, callback: Callable) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return unsubscribe
+        """Call ``callback(bounds)`` after every change; returns a function that unsubscribes."""
+        return self._listeners.subscribe(callback)
 
     def _notify(self, bounds) -> None:
-        for fn in list(self._listeners):
-            fn(bounds)
+        self._listeners.emit(bounds)
 
 
 def _grid(boxes: np.ndarray) -> tuple[GridPlacement, tuple[np.ndarray, np.ndarray, int, int]]:
