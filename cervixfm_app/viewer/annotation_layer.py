@@ -22,7 +22,7 @@ import shapely
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPainterPath, QPen, QPolygonF
 
-from core.overlays import ObjectSet, render_objects
+from core.overlays import ObjectSet, draw_squares, render_objects
 
 # the detection layers' measured limits: vectors while at most VECTOR_LIMIT objects with at most SEGMENT_BUDGET
 # outline segments meet the view (plus margin)
@@ -159,7 +159,7 @@ def render_area(store, x0: float, y0: float, ds: float, width: int, height: int)
     dots = ~is_point & (extent < DOT_BELOW_PX)
     if dots.any():
         centre = np.column_stack([(bounds[dots, 0] + bounds[dots, 2]) / 2, (bounds[dots, 1] + bounds[dots, 3]) / 2])
-        _stamp(canvas, (centre - (x0, y0)) / ds, argb[dots], 1)
+        draw_squares(canvas, (centre - (x0, y0)) / ds, argb[dots], 1)
     rings = ~is_point & ~dots & ~large
     if rings.any():
         _rings(canvas, (bounds[rings] - (x0, y0, x0, y0)) / ds, argb[rings])
@@ -175,20 +175,8 @@ def render_area(store, x0: float, y0: float, ds: float, width: int, height: int)
         mask = drawn != 0
         canvas[mask] = drawn[mask]
     if is_point.any():
-        _stamp(canvas, (bounds[is_point, :2] - (x0, y0)) / ds, argb[is_point], int(POINT_RADIUS_PX) - 2)
+        draw_squares(canvas, (bounds[is_point, :2] - (x0, y0)) / ds, argb[is_point], int(POINT_RADIUS_PX) - 2)
     return canvas
-
-
-def _stamp(canvas: np.ndarray, centres: np.ndarray, colours: np.ndarray, radius: int) -> None:
-    """Filled squares of side 2 * radius + 1 at ``centres`` (pixels)."""
-    h, w = canvas.shape
-    cx = np.floor(centres[:, 0]).astype(np.int64)
-    cy = np.floor(centres[:, 1]).astype(np.int64)
-    for oy in range(-radius, radius + 1):
-        for ox in range(-radius, radius + 1):
-            x, y = cx + ox, cy + oy
-            ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-            canvas[y[ok], x[ok]] = colours[ok]
 
 
 def _rings(canvas: np.ndarray, boxes: np.ndarray, colours: np.ndarray) -> None:

@@ -8,7 +8,7 @@ the viewer repaints. ``raster`` draws many objects into an RGBA array for zoomed
 """
 
 from .objects import ObjectSet, ObjectSnapshot, ObjectsChanged
-from .raster import render_objects
+from .raster import draw_squares, render_objects
 from .scores import TileScores, colorize, colormap_lut
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "TileScores",
     "colorize",
     "colormap_lut",
+    "draw_squares",
     "render_objects",
 ]

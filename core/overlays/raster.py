@@ -50,10 +50,10 @@ def render_objects(snapshot: ObjectSnapshot, x0: float, y0: float, ds: float, wi
         _draw_segments(canvas, (a - (x0, y0)) / ds, (b - (x0, y0)) / ds, seg_colors, line_px)
     if dots.any():
         centre = np.column_stack([(bounds[dots, 0] + bounds[dots, 2]) / 2, (bounds[dots, 1] + bounds[dots, 3]) / 2])
-        _draw_squares(canvas, (centre - (x0, y0)) / ds, colors[dots], 0 if line_px < 2 else 1)
+        draw_squares(canvas, (centre - (x0, y0)) / ds, colors[dots], 0 if line_px < 2 else 1)
     if points.any():
         centre = np.column_stack([bounds[points, 0], bounds[points, 1]])
-        _draw_squares(canvas, (centre - (x0, y0)) / ds, colors[points], point_px)
+        draw_squares(canvas, (centre - (x0, y0)) / ds, colors[points], point_px)
     return canvas
 
 
@@ -80,7 +80,9 @@ def _draw_segments(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, colors: np.
         canvas[y[ok], x[ok]] = values[ok]
 
 
-def _draw_squares(canvas: np.ndarray, centres: np.ndarray, colors: np.ndarray, radius: int) -> None:
+def draw_squares(canvas: np.ndarray, centres: np.ndarray, colors: np.ndarray, radius: int) -> None:
+    """Filled squares of side ``2 * radius + 1`` at ``centres`` (pixels of ``canvas``, an (H, W) packed-colour
+    array): how objects too small to outline are drawn."""
     h, w = canvas.shape
     cx = np.floor(centres[:, 0]).astype(np.int64)
     cy = np.floor(centres[:, 1]).astype(np.int64)
