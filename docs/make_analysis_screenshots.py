@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from make_screenshots import ensure_demo, save, settle  # noqa: E402
+from make_screenshots import ensure_demo, open_window, save, settle  # noqa: E402
 
 
 def wait(app, condition, timeout: float, what: str) -> None:
@@ -44,25 +43,13 @@ def main() -> None:
     args = ap.parse_args()
     slide_path = ensure_demo()
 
-    from PySide6.QtCore import QPointF, QSettings
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QPointF
 
     from cervixfm_app.viewer.demo import demo_bundle_path
-    from cervixfm_app.viewer.main_window import MainWindow
-    from cervixfm_app.viewer.style import apply_theme
-    from cervixfm_app.viewer.workers import tune_interpreter_for_gui
 
     if demo_bundle_path() is None:
         raise SystemExit("no demo bundle installed: run `.venv/bin/cervixfm demo-bundle` first")
-    tune_interpreter_for_gui()
-    app = QApplication.instance() or QApplication([])
-    apply_theme(app)
-    settings = QSettings(str(Path(tempfile.mkdtemp()) / "shots.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings)
-    window.resize(args.width, args.height)
-    window.show()
-    if not window.open_path(slide_path):
-        raise SystemExit(f"cannot open {slide_path}")
+    app, window = open_window(slide_path, args.width, args.height)
     view, panel = window.view, window.analysis
     args.out.mkdir(parents=True, exist_ok=True)
     settle(app, window)

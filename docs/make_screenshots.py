@@ -80,6 +80,28 @@ def settle(app, window, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def open_window(slide_path: Path, width: int, height: int):
+    """(app, window): the viewer as ``cervixfm-viewer`` starts it (interpreter settings, theme), with private
+    settings, showing ``slide_path``."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from cervixfm_app.viewer.main_window import MainWindow
+    from cervixfm_app.viewer.style import apply_theme
+    from cervixfm_app.viewer.workers import tune_interpreter_for_gui
+
+    tune_interpreter_for_gui()
+    app = QApplication.instance() or QApplication([])
+    apply_theme(app)
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "shots.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings)
+    window.resize(width, height)
+    window.show()
+    if not window.open_path(slide_path):
+        raise SystemExit(f"cannot open {slide_path}")
+    return app, window
+
+
 def save(image, path: Path) -> int:
     """PNG small enough for the README: a 256-colour palette (the slide has few distinct hues), then fewer
     colours or a smaller image until it fits ``MAX_BYTES``."""
@@ -108,24 +130,12 @@ def main() -> None:
     args = ap.parse_args()
     slide_path = ensure_demo()
 
-    from PySide6.QtCore import QPointF, QSettings
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QPointF
 
     from cervixfm_app.viewer.demo import load_ground_truth
     from cervixfm_app.viewer.layers import HeatmapLayer, VectorLayer
-    from cervixfm_app.viewer.main_window import MainWindow
-    from cervixfm_app.viewer.style import apply_theme
-    from cervixfm_app.viewer.workers import tune_interpreter_for_gui
 
-    tune_interpreter_for_gui()
-    app = QApplication.instance() or QApplication([])
-    apply_theme(app)
-    settings = QSettings(str(Path(tempfile.mkdtemp()) / "shots.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings=settings)
-    window.resize(args.width, args.height)
-    window.show()
-    if not window.open_path(slide_path):
-        raise SystemExit(f"cannot open {slide_path}")
+    app, window = open_window(slide_path, args.width, args.height)
     objects = load_ground_truth(slide_path.with_suffix(".geojson"))
     scores, cx, cy, cls = abnormal_density(objects, window.view.source.size)
     heat = HeatmapLayer(scores, cmap="inferno", vmin=0.0, vmax=0.5, opacity=0.7, fade=True)

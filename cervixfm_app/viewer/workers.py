@@ -21,7 +21,7 @@ from typing import Callable, Hashable, Iterable
 
 from PySide6.QtCore import QObject, Qt, Signal
 
-from .priority import BACKGROUND_NICE, lower_thread_priority  # noqa: F401  (re-exported for the panels)
+from .priority import lower_thread_priority  # noqa: F401  (the panels import it from here)
 
 log = logging.getLogger(__name__)
 
