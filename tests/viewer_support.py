@@ -43,19 +43,25 @@ def send_wheel(widget, x: float, y: float, angle: int) -> None:
     QApplication.sendEvent(widget, event)
 
 
-def open_private_copy(qtbot, settings, slide_path, folder, size=(900, 600)):
-    """A shown main window with a private copy of the slide open, so its annotation sidecar is private too."""
-    import shutil
-
+def shown_window(qtbot, settings, size=(900, 600)):
+    """A main window with private settings, shown offscreen (the caller closes it)."""
     from cervixfm_app.viewer.main_window import MainWindow
 
-    slide = folder / "case.tiff"
-    shutil.copy(slide_path, slide)
     w = MainWindow(settings=settings)
     w.resize(*size)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitExposed(w)
+    return w
+
+
+def open_private_copy(qtbot, settings, slide_path, folder, size=(900, 600)):
+    """A shown main window with a private copy of the slide open, so its annotation sidecar is private too."""
+    import shutil
+
+    slide = folder / "case.tiff"
+    shutil.copy(slide_path, slide)
+    w = shown_window(qtbot, settings, size)
     assert w.open_path(slide)
     return w
 

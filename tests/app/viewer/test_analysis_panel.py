@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from viewer_support import grab_rgb, slow_bundle_model, tiny_bundle
+from viewer_support import grab_rgb, shown_window, slow_bundle_model, tiny_bundle
 
 TILE_CLASSES = ["NILM", "SIL"]
 CELL_CLASSES = ["Superficial squamous", "LSIL", "HSIL"]
@@ -36,13 +36,7 @@ def _private_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def window(qtbot, settings, dialogs):
-    from cervixfm_app.viewer.main_window import MainWindow
-
-    w = MainWindow(settings=settings)
-    w.resize(900, 600)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
+    w = shown_window(qtbot, settings)
     yield w
     w.close()
 

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 
+from viewer_support import shown_window
+
 W, H = 900, 600
 
 
 @pytest.fixture
 def window(qtbot, settings, dialogs):
-    from cervixfm_app.viewer.main_window import MainWindow
-
-    w = MainWindow(settings=settings)
-    w.resize(W, H)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
+    w = shown_window(qtbot, settings, (W, H))
     yield w
     w.close()
 

@@ -13,7 +13,7 @@ from PIL import Image
 from PySide6.QtCore import QPointF, Qt
 
 from cell_review_support import analysed_smear, settle_worker_threads
-from viewer_support import grab_rgb, send_mouse
+from viewer_support import grab_rgb, send_mouse, shown_window
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,8 @@ def slide(analysed, tmp_path):
 
 @pytest.fixture
 def window(qtbot, settings, dialogs, analysed, monkeypatch):
-    from cervixfm_app.viewer.main_window import MainWindow
-
-    w = MainWindow(settings=settings)
+    w = shown_window(qtbot, settings, (1300, 900))
     monkeypatch.setattr(w.analysis, "bundle_folder", lambda: analysed[1], raising=False)
-    w.resize(1300, 900)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
     yield w
     w.close()
     settle_worker_threads(qtbot)

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt
 from shapely.geometry import Polygon
 
 from cell_review_support import CLASSES, analysed_smear, settle_worker_threads
-from viewer_support import grab_rgb
+from viewer_support import grab_rgb, shown_window
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,7 @@ def slide(analysed, tmp_path):
 
 @pytest.fixture
 def window(qtbot, settings, dialogs):
-    from cervixfm_app.viewer.main_window import MainWindow
-
-    w = MainWindow(settings=settings)
-    w.resize(1300, 900)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
+    w = shown_window(qtbot, settings, (1300, 900))
     yield w
     w.close()
     settle_worker_threads(qtbot)
