@@ -61,8 +61,9 @@ def update_center_ema(center: torch.Tensor, teacher_logits: torch.Tensor, moment
         center.mul_(momentum).add_((stats[:-1] / stats[-1]).unsqueeze(0), alpha=1 - momentum)
 
 
-class DINOLoss(nn.Module):
-    """Cross-entropy between teacher targets and student predictions of CLS tokens over crop pairs."""
+class _CenteredTargets(nn.Module):
+    """What the DINO and iBOT losses share: the student temperature and the teacher's centre (an EMA of its logits
+    over every process), which centred-softmax targets subtract."""
 
     def __init__(self, out_dim: int, student_temp: float = STUDENT_TEMPERATURE, center_momentum: float = CENTER_MOMENTUM):
         super().__init__()
@@ -75,13 +76,17 @@ class DINOLoss(nn.Module):
         return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
 
     @torch.no_grad()
-    def sinkhorn_knopp_teacher(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return sinkhorn_knopp(teacher_logits, teacher_temp)
+    def update_center(self, teacher_logits: torch.Tensor) -> None:
+        """EMA of the mean of the rows (over every process), applied after this step's targets were computed."""
+        update_center_ema(self.center, teacher_logits, self.center_momentum)
+
+
+class DINOLoss(_CenteredTargets):
+    """Cross-entropy between teacher targets and student predictions of CLS tokens over crop pairs."""
 
     @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """EMA of the batch mean (over every process), applied after this step's targets were computed."""
-        update_center_ema(self.center, teacher_logits, self.center_momentum)
+    def sinkhorn_knopp_teacher(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        return sinkhorn_knopp(teacher_logits, teacher_temp)
 
     def forward(self, student_logits: Sequence[torch.Tensor], teacher_probs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Sum over (student chunk, teacher chunk) pairs of the batch-mean cross-entropy (DINOv2 divides by the
@@ -94,28 +99,14 @@ class DINOLoss(nn.Module):
         return total
 
 
-class iBOTPatchLoss(nn.Module):
-    """Cross-entropy on masked patch tokens, each image's patches weighted 1/(its masked count)."""
-
-    def __init__(self, out_dim: int, student_temp: float = STUDENT_TEMPERATURE, center_momentum: float = CENTER_MOMENTUM):
-        super().__init__()
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+class iBOTPatchLoss(_CenteredTargets):
+    """Cross-entropy on masked patch tokens, each image's patches weighted 1/(its masked count); the centre is the
+    mean over the masked patches."""
 
     @torch.no_grad()
     def sinkhorn_knopp_teacher(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         n = distributed.all_reduce_sum(torch.tensor([teacher_logits.shape[0]], dtype=torch.float32))
         return sinkhorn_knopp(teacher_logits, teacher_temp, n_rows_global=int(n.item()))
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """EMA of the mean over the masked patches of every process."""
-        update_center_ema(self.center, teacher_logits, self.center_momentum)
 
     def forward(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor, masks_weight: torch.Tensor,
                 n_images: int) -> torch.Tensor:
