@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, json_default
 
 CELLS_FILE = "cells.h5"
 FORMAT = "cervixfm-cells"
@@ -207,7 +207,7 @@ def save_cells(path: str | os.PathLike, table: CellTable, attrs: Mapping[str, An
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format"] = FORMAT
             h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["meta"] = json.dumps(dict(attrs or {}), default=_json_default)
+            h5.attrs["meta"] = json.dumps(dict(attrs or {}), default=json_default)
             h5.attrs["measurement_names"] = json.dumps(table.measurement_names)
             for name in ("centres", "cell_coords", "cell_offsets", "nucleus_coords", "nucleus_offsets",
                          "measurements", "tile_index", "truncated", "detector_score", "crop_boxes"):
@@ -230,16 +230,6 @@ def _dataset(group, name: str, value: np.ndarray) -> None:
         rows = max(1, min(len(value), (1 << 20) // max(1, value.itemsize * int(np.prod(value.shape[1:])))))
         chunks = (rows,) + value.shape[1:]
     group.create_dataset(name, data=value, chunks=chunks)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, json_default
 
 RESULT_FILE = "result.json"
 TILES_FILE = "tiles.npz"
@@ -72,17 +72,7 @@ class SlideResult:
         }
         if self.cells:
             meta["cells"] = self.cells
-        atomic_write_text(self.folder / RESULT_FILE, json.dumps(meta, indent=1, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        atomic_write_text(self.folder / RESULT_FILE, json.dumps(meta, indent=1, default=json_default))
 
 
 def load_result(folder: str | Path) -> SlideResult:
