@@ -10,18 +10,15 @@ import pytest
 from PIL import Image
 
 from cervixfm_app.cli import main
+from tests_support import one_torch_thread
 
 COLOURS = {"red": (210, 60, 60), "green": (60, 190, 60), "blue": (60, 60, 210)}
 
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tests_support import random_backbone
+from tests_support import one_torch_thread, random_backbone
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     """The models here are tiny: intra-op threads only add overhead, badly so on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 COLOURS = [(200, 60, 60), (60, 180, 60), (60, 60, 200), (200, 200, 60)]

@@ -11,7 +11,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-import torch
 
 from viewer_support import grab_rgb, shown_window, slow_bundle_model, tiny_bundle
 
@@ -28,10 +27,6 @@ def bundle(tmp_path_factory):
 def _private_home(tmp_path, monkeypatch):
     """Results, caches and the (absent) demo bundle live in the test's own folder."""
     monkeypatch.setenv("CERVIXFM_HOME", str(tmp_path / "home"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -68,6 +63,17 @@ def _slow_device(panel, seconds_per_batch):
     """The analysis process loads the bundle's real model as if on a slower device (each batch takes at least this
     long), so the test can act while the analysis is still going on this tiny slide."""
     panel.model_loader = partial(slow_bundle_model, seconds_per_batch)
+
+
+def _slow_analysis(qtbot, window, bundle, view_slide, seconds_per_batch=0.05):
+    """Analyse Slide on the view slide, one tile per batch, each taking at least ``seconds_per_batch``."""
+    panel = window.analysis
+    panel.set_bundle(bundle)
+    _open(qtbot, window, view_slide.path)
+    panel.batch_size = 1
+    _slow_device(panel, seconds_per_batch)
+    panel.analyse_slide()
+    return panel
 
 
 def test_analyse_slide_streams_a_heat_map_sets_the_result_and_scores_the_slide(qtbot, window, bundle, view_slide):
@@ -133,12 +139,7 @@ def test_analyse_slide_streams_a_heat_map_sets_the_result_and_scores_the_slide(q
 
 
 def test_cancel_stops_promptly_and_the_next_run_continues(qtbot, window, bundle, view_slide):
-    panel = window.analysis
-    panel.set_bundle(bundle)
-    _open(qtbot, window, view_slide.path)
-    panel.batch_size = 1
-    _slow_device(panel, 0.05)
-    panel.analyse_slide()
+    panel = _slow_analysis(qtbot, window, bundle, view_slide)
     qtbot.waitUntil(lambda: panel._overlays is not None and _finite(panel._overlays.primary_scores) >= 1,
                     timeout=30000)
     total = len(panel._run.boxes)
@@ -227,13 +228,7 @@ def test_analyse_view_analyses_only_the_visible_tiles(qtbot, window, bundle, vie
 
 
 def test_closing_the_window_or_the_slide_during_an_analysis_stops_it_cleanly(qtbot, window, bundle, view_slide):
-    panel = window.analysis
-    panel.set_bundle(bundle)
-    _open(qtbot, window, view_slide.path)
-    panel.batch_size = 1
-    _slow_device(panel, 0.05)
-
-    panel.analyse_slide()
+    panel = _slow_analysis(qtbot, window, bundle, view_slide)
     qtbot.waitUntil(lambda: panel._overlays is not None, timeout=30000)
     job = panel._job
     assert job.is_running()

@@ -5,19 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from slide_fixtures import synthetic
-from tests_support import random_backbone
+from tests_support import one_torch_thread, random_backbone
 
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """The test backbone is tiny: extra intra-op threads only fight the reader threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

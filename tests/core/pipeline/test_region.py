@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from core.pipeline.analyze import SlideAnalysis
 from core.pipeline.feature_file import read_features
 from core.pipeline.scheduler import tiles_in_region
 from slide_fixtures import synthetic
-from tests_support import random_backbone
+from tests_support import one_torch_thread, random_backbone
 
 REGION = (0.0, 0.0, 1300.0, 1300.0)
 
@@ -33,10 +32,8 @@ def model(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 def test_region_run_is_partial_and_the_whole_slide_run_continues_from_it(slide, model, tmp_path):

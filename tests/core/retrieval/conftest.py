@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests_support import one_torch_thread
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(golden_dir):
@@ -27,9 +29,5 @@ def analysed_slide(tmp_path_factory, tiny_checkpoint):
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """The backbone here is tiny: extra intra-op threads only contend on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
