@@ -20,13 +20,14 @@ from functools import partial
 import numpy as np
 from PySide6.QtCore import QLineF, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QLinearGradient, QPainter, QPen
-from PySide6.QtWidgets import (QCheckBox, QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider,
+from PySide6.QtWidgets import (QCheckBox, QFrame, QHBoxLayout, QLabel, QSizePolicy, QSlider,
                                QVBoxLayout, QWidget)
 
 from core.overlays import ObjectSet, TileScores, colorize, colormap_lut, render_objects
 from core.overlays.objects import UNCLASSIFIED_COLOR
 from core.slides import TileCache
 
+from .style import scrolling_panel
 from .workers import JobQueue, Mailbox
 
 #: Vectors are drawn only while a screen pixel covers at most this many level-0 pixels...
@@ -591,18 +592,11 @@ class LayersPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.view = None
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._inner = QWidget()
         self._rows_box = QVBoxLayout(self._inner)
         self._rows_box.setContentsMargins(4, 4, 4, 4)
         self._rows_box.setSpacing(4)
-        scroll.setWidget(self._inner)
-        outer.addWidget(scroll)
+        scrolling_panel(self, self._inner)
         self.rows: list[_LayerRow] = []
         self._empty = QLabel("No overlays.\nAnalyse the slide or load annotations to add layers.")
         self._empty.setWordWrap(True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QProgressBar, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from core.overlays import ObjectSet, TileScores
 
 from .analysis_run import class_counts
+from .style import scrolling_panel
 
 #: The histogram and cell counts redraw at most this often (4 Hz) while an analysis feeds them.
 REFRESH_MS = 250
@@ -54,19 +55,12 @@ class ScorePanel(QWidget):
         self.setObjectName("scorePanel")
         self.setStyleSheet(_STYLE)
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         inner = QWidget()
         inner.setObjectName("scorePanel")
         box = QVBoxLayout(inner)
         box.setContentsMargins(10, 8, 10, 8)
         box.setSpacing(4)
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
+        scrolling_panel(self, inner)
 
         self.model_label = _label("No analysis yet.", "section")
         self.status_label = _label("Choose Analysis › Analyse Slide to score this slide.", "muted")

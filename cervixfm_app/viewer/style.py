@@ -6,8 +6,9 @@ to the stain, and enough contrast for labels without a bright frame pulling the 
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 STYLE_SHEET = """
 QMainWindow::separator { background: #2a2d33; width: 3px; height: 3px; }
@@ -44,3 +45,16 @@ def apply_theme(app: QApplication) -> None:
         p.setColor(QPalette.ColorGroup.Disabled, role, QColor(110, 114, 122))
     app.setPalette(p)
     app.setStyleSheet(STYLE_SHEET)
+
+
+def scrolling_panel(owner: QWidget, inner: QWidget) -> None:
+    """Fill ``owner`` with ``inner`` in a frameless, vertically scrolling area: how the docks' panels keep their
+    width and grow downwards."""
+    outer = QVBoxLayout(owner)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    outer.addWidget(scroll)
