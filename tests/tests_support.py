@@ -1,6 +1,5 @@
 """Paths for tests that need repository files."""
 
-import contextlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,15 +23,9 @@ def random_backbone(path, preset: str = "vit-test16", seed: int = 0) -> Path:
     return path
 
 
-@contextlib.contextmanager
 def one_torch_thread():
     """Tiny test backbones gain nothing from intra-op threads; on a busy 2-core machine extra ones only fight the
-    reader threads. Restores the count afterwards."""
-    import torch
+    reader threads."""
+    from core.models.inference import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)

@@ -33,7 +33,6 @@ CLS token (benchmarks/README.md, "It learns").
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -49,6 +48,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.errors import CervixFMError
+from core.models.inference import torch_threads
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]
@@ -335,20 +335,6 @@ def _tile_labels(result, truth) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------------- heads
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Probe training multiplies tiny matrices: a second intra-op thread makes it ten times slower on a busy
-    two-core machine (66 s instead of 7 s for the cell head), so heads train on one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _train_cell_head(results, truths, path: Path, identity: dict) -> dict[str, Any]:
     from core.synthetic import CLASS_NAMES
     from training.cell_classifier import labelled_cells, save_cell_classifier, train_cell_classifier
@@ -560,7 +546,7 @@ def build_demo_bundle(out_dir: str | os.PathLike, *, work_dir: str | os.PathLike
         (staging / "heads").mkdir()
         identity = {"backbone": BUNDLE_NAME, "backbone_sha256": model.sha256}
         heads_info = {}
-        with _one_torch_thread():
+        with torch_threads(1):  # probe training multiplies tiny matrices
             report("heads", 0.0, "training the cell classifier")
             heads_info["cells"] = _train_cell_head(train_results, truths, staging / "heads" / "cells.safetensors",
                                                    identity)

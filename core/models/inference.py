@@ -7,6 +7,7 @@ are decoded ahead so memory stays bounded however many images there are.
 from __future__ import annotations
 
 import collections
+import contextlib
 import concurrent.futures as cf
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -28,6 +29,18 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise CervixFMError(f"Unknown device {name!r}; use auto, cpu or cuda.") from exc
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` intra-op threads, then restore the count. Tiny matrices (probe heads, test backbones)
+    run slower on more: on a busy two-core machine a second thread made head training ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def features_from_tokens(out: dict, mode: str = "cls") -> torch.Tensor:
