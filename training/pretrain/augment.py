@@ -3,7 +3,9 @@
 Each image gives two global crops (what the teacher sees) and ``local_crops_number`` small local crops. The
 student must match the teacher's view of one global crop from every other crop, so the augmentations define what
 the features learn to ignore: position and scale (random resized crops), orientation (flips), stain intensity and
-hue (colour jitter, grayscale), focus (blur) and, on one global crop, solarisation.
+hue (colour jitter, grayscale), focus (blur) and, on one global crop, solarisation. DINOv2 flips only left-right
+(photographs have an up); a cell on a smear has none, so ``quarter_turns`` (off by default) adds random rotations by
+multiples of 90 degrees, which with the flip give all eight orientations of the square.
 
 Reference parameters (DINOv2 ``DataAugmentationDINO``):
 
@@ -196,6 +198,7 @@ class MultiCropAugmentation:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.2  # global 2 only
     flip_p: float = 0.5
+    quarter_turns: bool = False  # CervixFM: also rotate by a random multiple of 90 degrees (all 8 orientations)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     jitter: ColorJitter = ColorJitter()
@@ -212,11 +215,14 @@ class MultiCropAugmentation:
                    jitter=ColorJitter(*(float(v) for v in jitter)) if jitter is not None else reference.jitter,
                    grayscale_p=float(crops.get("grayscale_prob", reference.grayscale_p)),
                    blur_p=tuple(float(v) for v in crops.get("blur_prob", reference.blur_p)),
-                   solarize_p=float(crops.get("solarize_prob", reference.solarize_p)))
+                   solarize_p=float(crops.get("solarize_prob", reference.solarize_p)),
+                   quarter_turns=bool(crops.get("quarter_turns", reference.quarter_turns)))
 
     def _geometric(self, image: np.ndarray, size: int, scale, rng: np.random.Generator) -> torch.Tensor:
         box = random_resized_crop_box(image.shape[0], image.shape[1], scale, rng)
         crop = resized_crop(image, box, size)
+        if self.quarter_turns:
+            crop = np.rot90(crop, int(rng.integers(4)))
         if rng.random() < self.flip_p:
             crop = crop[:, ::-1]
         return to_unit_tensor(crop)

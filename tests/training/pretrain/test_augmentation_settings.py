@@ -58,3 +58,30 @@ def test_without_photometric_augmentation_a_crop_keeps_its_colours():
 def test_bad_augmentation_settings_say_what_is_wrong(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_quarter_turns_show_a_cell_in_every_orientation():
+    """With ``quarter_turns`` a whole-image crop is the image turned by 0, 90, 180 or 270 degrees (then maybe
+    flipped): all eight orientations of the square occur; without it only the upright image and its mirror."""
+    overrides = ["crops.color_jitter_prob=0", "crops.grayscale_prob=0", "crops.solarize_prob=0",
+                 "crops.blur_prob=[0, 0, 0]", "crops.global_crops_scale=[1, 1]", "crops.local_crops_number=0",
+                 "crops.global_crops_size=32"]
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[2:12, 4:8] = 255  # a bar near one corner: every orientation looks different
+    orientations = [np.rot90(image, k) for k in range(4)]
+    orientations += [o[:, ::-1] for o in orientations]
+
+    def seen(extra):
+        augmentation = MultiCropAugmentation.from_config(load_config("tiny", overrides + extra).crops)
+        assert augmentation.quarter_turns == (extra == ["crops.quarter_turns=true"])
+        found = set()
+        for seed in range(64):
+            crop = augmentation(image, np.random.default_rng(seed))["global_crops"][0].numpy()
+            bright = crop[0] > 0  # normalised: > 0 where the bar is
+            matches = [i for i, o in enumerate(orientations) if np.array_equal(bright, o[..., 0] > 0)]
+            assert len(matches) == 1
+            found.add(matches[0])
+        return found
+
+    assert seen([]) == {0, 4}
+    assert seen(["crops.quarter_turns=true"]) == set(range(8))
