@@ -91,3 +91,31 @@ def test_random_init_rows_rebuild_the_runs_iteration_0(pretrain_eval):
     assert cfg.student.layerscale == 1.0  # the run's settings are left as they were
     assert pretrain_eval.random_init_name(cfg, 1.0).endswith("(this run's iteration 0)")
     assert not pretrain_eval.random_init_name(cfg, 1e-5).endswith(")")
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", SCRIPT.with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replicate_runs_are_summarised_against_each_runs_better_random_init():
+    seeds = _module("pretrain_seeds")
+
+    def result(pretrained, random_a, random_b, best):
+        rows = {"pretrained teacher": {m: pretrained for m in seeds.METRICS},
+                "a": {m: random_a for m in seeds.METRICS}, "b": {m: random_b for m in seeds.METRICS}}
+        against = {name: {m: {"mean": pretrained - rows[name][m], "wins": 20, "losses": 3, "n": 25}
+                          for m in seeds.METRICS} for name in ("a", "b")}
+        return {"sections": {"112px": {"rows": rows, "paired": {"against": against,
+                                                                 "best_random": {m: best for m in seeds.METRICS}}}}}
+
+    gains = seeds.run_gains(result(0.74, 0.69, 0.70, "b"), 112)["knn_accuracy"]
+    assert gains["gain"] == pytest.approx(0.04) and gains["random"] == 0.70 and gains["wins"] == 20
+
+    summary = seeds.across_runs([0.05, 0.03, 0.03, 0.04])
+    assert summary["mean"] == pytest.approx(0.0375) and summary["positive"] == 4 and summary["runs"] == 4
+    assert summary["p_greater"] < 0.01
+    assert seeds.across_runs([0.05, -0.05])["p_greater"] == pytest.approx(0.5)
+    assert "p_greater" not in seeds.across_runs([0.02])

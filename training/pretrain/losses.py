@@ -61,6 +61,26 @@ def update_center_ema(center: torch.Tensor, teacher_logits: torch.Tensor, moment
         center.mul_(momentum).add_((stats[:-1] / stats[-1]).unsqueeze(0), alpha=1 - momentum)
 
 
+@torch.no_grad()
+def target_statistics(teacher_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How the teacher's targets (rows of probabilities over K prototypes) spread, over the global batch.
+
+    The two ways DINO collapses look different here, although the loss alone can hide either: every image on the
+    same prototype gives entropy ~0 *and* ~1 prototype in use (the loss is then ~0), uniform targets give entropy
+    log K (the loss sits at log K). Healthy targets are sharp per image and spread over many prototypes.
+    ``teacher_entropy``: mean per-row entropy (nats). ``teacher_prototypes_used``: exp(entropy of the mean row), the
+    effective number of prototypes the batch is spread over (1..K).
+    """
+    p = teacher_probs.float().flatten(0, -2)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1)
+    count = torch.tensor([p.shape[0]], dtype=torch.float32, device=p.device)
+    stats = distributed.all_reduce_sum(torch.cat([entropy.sum().reshape(1), p.sum(dim=0), count]))
+    n = stats[-1].clamp_min(1.0)
+    marginal = stats[1:-1] / n
+    marginal_entropy = -(marginal * torch.log(marginal.clamp_min(1e-30))).sum()
+    return {"teacher_entropy": stats[0] / n, "teacher_prototypes_used": torch.exp(marginal_entropy)}
+
+
 class _CenteredTargets(nn.Module):
     """What the DINO and iBOT losses share: the student temperature and the teacher's centre (an EMA of its logits
     over every process), which centred-softmax targets subtract."""

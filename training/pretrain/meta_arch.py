@@ -31,7 +31,7 @@ from core.models.presets import PRESETS
 
 from .config import Config
 from .heads import build_head
-from .losses import DINOLoss, KoLeoLoss, iBOTPatchLoss
+from .losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, target_statistics
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
 
@@ -189,7 +189,8 @@ class SSLMetaArch(nn.Module):
 
     def forward_backward(self, batch: dict, teacher_temp: float, scaler=None, timer: StepTimer | None = None,
                          backward: bool = True) -> dict[str, torch.Tensor]:
-        """Losses of one step (detached, for logging) after back-propagating their weighted sum into the student."""
+        """Losses of one step (detached, for logging) after back-propagating their weighted sum into the student, and
+        the spread of the teacher's targets (``losses.target_statistics``)."""
         section = timer.section if timer is not None else (lambda name: contextlib.nullcontext())
         cfg = self.cfg
         global_crops, local_crops = batch["global_crops"], batch["local_crops"]
@@ -252,6 +253,7 @@ class SSLMetaArch(nn.Module):
                 losses["ibot_loss"] = ibot / 2
                 total = total + cfg.ibot.loss_weight * ibot
             losses["total_loss"] = total
+            losses.update(target_statistics(dino_targets))  # for the log only: collapse shows here first
 
         if backward:
             if timer is None:

@@ -96,8 +96,10 @@ def plot_loss_curve(path: Path, rows: Sequence[dict[str, Any]], title: str = "DI
     from training.reporting import _save_figure
 
     its = [r["iteration"] for r in rows]
-    fig = Figure(figsize=(9, 3.4))
-    ax = fig.add_subplot(1, 2, 1)
+    targets = any("teacher_prototypes_used" in r for r in rows)
+    panels = 3 if targets else 2
+    fig = Figure(figsize=(4.5 * panels, 3.4))
+    ax = fig.add_subplot(1, panels, 1)
     for key in LOSS_KEYS:
         values = [r.get(key) for r in rows]
         if any(v is not None and math.isfinite(v) for v in values):
@@ -108,7 +110,9 @@ def plot_loss_curve(path: Path, rows: Sequence[dict[str, Any]], title: str = "DI
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax2 = fig.add_subplot(1, 2, 2)
+    if targets:
+        _plot_targets(fig.add_subplot(1, panels, 2), its, rows)
+    ax2 = fig.add_subplot(1, panels, panels)
     ax2.plot(its, [r.get("lr", math.nan) for r in rows], color="tab:blue", label="lr")
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("learning rate", color="tab:blue")
@@ -118,6 +122,20 @@ def plot_loss_curve(path: Path, rows: Sequence[dict[str, Any]], title: str = "DI
     ax2.set_title("schedules", fontsize=9)
     fig.tight_layout()
     return _save_figure(fig, path)
+
+
+def _plot_targets(ax, its: list, rows: Sequence[dict[str, Any]]) -> None:
+    """Prototypes in use (log scale) and per-image entropy of the teacher's targets: the two collapses (one
+    prototype for every image; uniform targets) are told apart here, not in the loss."""
+    ax.plot(its, [r.get("teacher_prototypes_used", math.nan) for r in rows], color="tab:green")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("prototypes in use (exp entropy of batch mean)", color="tab:green", fontsize=8)
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(its, [r.get("teacher_entropy", math.nan) for r in rows], color="tab:purple")
+    twin.set_ylabel("entropy per image (nats)", color="tab:purple", fontsize=8)
+    ax.set_title("teacher targets", fontsize=9)
 
 
 def progress_bar(total: int, initial: int, enabled: bool):

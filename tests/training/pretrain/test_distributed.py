@@ -16,6 +16,7 @@ from tests_support import REPO_ROOT
 from training.pretrain.trainer import run_pretraining
 
 LOSSES = ("total_loss", "dino_local_crops_loss", "dino_global_crops_loss", "koleo_loss", "ibot_loss")
+TARGETS = ("teacher_entropy", "teacher_prototypes_used")  # over the global batch too
 
 
 def _free_port() -> int:
@@ -45,7 +46,7 @@ def test_ddp_and_fsdp_match_one_process_with_the_same_global_batch(texture_image
         assert [r["iteration"] for r in runs[mode]] == [0, 1, 2, 3]
         for expected, got in zip(single.history, runs[mode]):
             assert got["lr"] == pytest.approx(expected["lr"])  # the lr is scaled by the global batch
-            for key in LOSSES:
+            for key in LOSSES + TARGETS:
                 assert got[key] == pytest.approx(expected[key], rel=2e-5, abs=1e-6), (mode, expected["iteration"], key)
     one = torch.load(single.exports["backbone"], weights_only=True)
     for mode in ("ddp", "fsdp"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp
+from training.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss, sinkhorn_knopp, target_statistics
 
 
 def softmax(x, axis=-1):
@@ -126,3 +126,28 @@ def test_koleo_stays_in_float32_under_autocast_and_resolves_nearly_identical_vec
     d.fill_diagonal_(float("inf"))
     expected = -torch.log(d.min(dim=1).values + 1e-8).mean()
     assert value.item() == pytest.approx(expected.item(), rel=0.05)
+
+
+@pytest.mark.parametrize("case", ["one prototype for all", "uniform", "one prototype each", "random"])
+def test_target_statistics_tell_the_two_collapses_from_healthy_targets(case):
+    k, b = 16, 8
+    rng = np.random.default_rng(0)
+    if case == "one prototype for all":
+        p = np.zeros((2, b, k)); p[..., 3] = 1.0
+    elif case == "uniform":
+        p = np.full((2, b, k), 1.0 / k)
+    elif case == "one prototype each":
+        p = np.zeros((2, b, k)); p[:, np.arange(b), np.arange(b)] = 1.0
+    else:
+        p = softmax(rng.normal(size=(2, b, k)) * 3)
+    got = target_statistics(torch.tensor(p, dtype=torch.float32))
+    rows = p.reshape(-1, k)
+    entropy = np.mean([-sum(q * np.log(q) for q in row if q > 0) for row in rows])
+    marginal = rows.mean(axis=0)
+    used = np.exp(-sum(q * np.log(q) for q in marginal if q > 0))
+    assert got["teacher_entropy"].item() == pytest.approx(entropy, abs=1e-5)
+    assert got["teacher_prototypes_used"].item() == pytest.approx(used, rel=1e-5)
+    expected = {"one prototype for all": (0.0, 1.0), "uniform": (np.log(k), k), "one prototype each": (0.0, b)}
+    if case in expected:
+        assert (got["teacher_entropy"].item(), got["teacher_prototypes_used"].item()) == pytest.approx(
+            expected[case], abs=1e-4)

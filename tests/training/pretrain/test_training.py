@@ -73,6 +73,9 @@ def test_resumed_run_repeats_the_uninterrupted_trajectory(texture_images, tmp_pa
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "metrics.csv").is_file()
+    # with the spread of the teacher's targets beside the losses (collapse shows there)
+    assert all(0 <= r["teacher_entropy"] <= np.log(256) + 1e-4 and 1 <= r["teacher_prototypes_used"] <= 256 + 1e-2
+               for r in rows)
 
 
 def test_periodic_exports_and_knn_evaluation(uninterrupted):
