@@ -324,7 +324,8 @@ def plot_run(path: Path, run: Path, result: dict, title: str, prototypes: int) -
     """Losses against the iteration (left) and the teacher's 20-NN and linear-probe scores along the run against
     the best random initialisation (middle, right): the loss alone does not say whether the features improve.
 
-    The DINO loss is drawn per (student crop, teacher crop) pair, where log K marks targets that say nothing."""
+    The DINO loss is drawn per (student crop, teacher crop) pair, where log K marks targets that say nothing; the
+    dotted line, the prototypes the teacher's targets spread over, tells a loss near 0 from one prototype for all."""
     import math
 
     from matplotlib.figure import Figure
@@ -353,6 +354,13 @@ def plot_run(path: Path, run: Path, result: dict, title: str, prototypes: int) -
     top = max([math.log(prototypes)] + [r["total_loss"] for r in rows if math.isfinite(r["total_loss"])])
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]), top=top * 1.45)  # room for the legend above the curves
     ax.legend(fontsize=7, loc="upper right", ncol=2, framealpha=0.8)
+    used = [r.get("teacher_prototypes_used") for r in rows]
+    if any(v is not None for v in used):  # runs logged before this statistic existed have none
+        twin = ax.twinx()
+        twin.plot(its, [math.nan if v is None else v for v in used], lw=1.0, ls=":", color="tab:green")
+        twin.set_yscale("log")
+        twin.set_ylim(0.8, prototypes * 1.25)
+        twin.set_ylabel("teacher prototypes in use (dotted)", color="tab:green", fontsize=8)
 
     curve = result["curve"]
     x = [r["iteration"] for r in curve]
