@@ -228,6 +228,7 @@ def validate(cfg: Config) -> None:
     need(0 <= cfg.teacher.warmup_teacher_temp_epochs <= o.epochs,
          "teacher.warmup_teacher_temp_epochs must lie between 0 and optim.epochs.")
     need(cfg.teacher.teacher_temp > 0 and cfg.teacher.warmup_teacher_temp > 0, "Teacher temperatures must be positive.")
+    need(0 <= cfg.dino.center_momentum < 1, "dino.center_momentum must be in [0, 1) (0: centre on this batch only).")
     for name in ("global_crops_scale", "local_crops_scale"):
         lo, hi = (list(c[name]) + [None, None])[:2]
         need(len(c[name]) == 2 and lo is not None and 0 < lo <= hi <= 1,

@@ -14,7 +14,7 @@ def test_reference_defaults_are_dinov2s():
     assert cfg.dino.head_nlayers == 3 and cfg.dino.head_hidden_dim == 2048 and cfg.dino.koleo_loss_weight == 0.1
     assert cfg.ibot.mask_ratio_min_max == [0.1, 0.5] and cfg.ibot.mask_sample_probability == 0.5
     assert cfg.ibot.separate_head is False and cfg.train.OFFICIAL_EPOCH_LENGTH == 1250
-    assert cfg.train.centering == "centering"
+    assert cfg.train.centering == "centering" and cfg.dino.center_momentum == 0.9
     assert (cfg.student.drop_path_rate, cfg.student.layerscale) == (0.3, 1e-5)
     assert (cfg.teacher.momentum_teacher, cfg.teacher.final_momentum_teacher) == (0.992, 1.0)
     assert (cfg.teacher.warmup_teacher_temp, cfg.teacher.teacher_temp, cfg.teacher.warmup_teacher_temp_epochs) == (0.04, 0.07, 30)
@@ -48,6 +48,7 @@ def test_overrides_are_parsed_and_typed_like_the_reference():
     ("optim.base_lr=fast", "must be a number"),
     ("optim=3", "group of settings"),
     ("train.centering=mean", "centering"),
+    ("dino.center_momentum=1", "center_momentum"),
     ("ibot.mask_ratio_min_max=[0.6, 0.5]", "mask_ratio_min_max"),
     ("noequals", "key=value"),
 ])

@@ -114,3 +114,18 @@ def test_backbone_from_arch_and_from_preset(texture_images, tmp_path):
     assert drop_path_rates(4, 0.3, uniform=False) == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert drop_path_rates(4, 0.3, uniform=True) == pytest.approx([0.3] * 4)
     np.testing.assert_equal(len(drop_path_rates(1, 0.3, False)), 1)
+
+
+def test_centre_momentum_is_a_setting(texture_images, tmp_path):
+    """``dino.center_momentum`` reaches both centres: after one teacher pass from a zero centre, each is
+    (1 - m) x the batch mean of the teacher logits."""
+    cfg = tiny_config(texture_images, tmp_path / "run", "dino.center_momentum=0.5")
+    meta = SSLMetaArch(cfg, torch.device("cpu"))
+    assert meta.dino_loss.center_momentum == meta.ibot_patch_loss.center_momentum == 0.5
+    dataset, collator, _, _ = build_data(cfg, 0, 1)
+    batch = collator([dataset[i] for i in range(cfg.train.batch_size_per_gpu)])
+    with torch.no_grad():
+        cls = meta.teacher["backbone"](batch["global_crops"], is_training=True)["x_norm_clstoken"]
+        logits = meta.teacher["dino_head"](cls)
+    meta.teacher_targets(batch, 0.04)
+    assert torch.allclose(meta.dino_loss.center, 0.5 * logits.mean(0, keepdim=True), atol=1e-5)
