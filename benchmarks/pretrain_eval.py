@@ -32,6 +32,9 @@ Usage (``cells --config small_data``: 150 iterations, about 5 minutes of trainin
         --docs-image
     nice .venv/bin/python benchmarks/pretrain_eval.py synthetic --out /tmp/pretrain_synthetic
 
+Replicates (``train.seed=N``, one run folder each) are summarised by ``benchmarks/pretrain_seeds.py``: one run's
+splits share one pretraining, so whether the gain holds for another seed needs other runs.
+
 Extra ``key=value`` arguments override the pretraining settings; ``--skip-train`` re-evaluates an existing run (with
 the settings it was trained with, read from its ``config.yaml``). Teachers exported along the run (set
 ``evaluation.eval_period_iterations``) are evaluated too, giving the accuracy-against-iteration curve.
