@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,7 +56,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _read_torch(path: Path) -> Any:
     is_zip = zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: the errors below say what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text or "weights_only" in text:
