@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +104,36 @@ def test_embed_fails_clearly(golden_dir, images, tmp_path, problem):
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))
+
+
+def test_embed_at_the_size_a_backbone_was_trained_at(images, tmp_path, capsys):
+    """A backbone pretrained at 112 px (as the small_data preset does) embeds at 224 px by default, with a note, and
+    at its own size with ``--size trained``, which equals resizing the images to 112 px first."""
+    from core.models import build_vit
+    from core.models.config import ViTConfig
+
+    folder, arrays = images
+    torch.manual_seed(0)
+    config = ViTConfig(embed_dim=48, depth=2, num_heads=2, img_size=112, patch_size=16, ffn_layer="mlp",
+                       init_values=1.0)  # unit layer scale: features that depend on the image
+    model = build_vit(config).eval()
+    ckpt = tmp_path / "small.pth"
+    torch.save(model.state_dict(), ckpt)
+    (tmp_path / "small.json").write_text(json.dumps(dataclasses.asdict(config)))
+    common = ["embed", "--checkpoint", str(ckpt), "--config", str(tmp_path / "small.json"), str(folder)]
+
+    assert main([*common, "--out", str(tmp_path / "default.npy")]) == 0
+    assert "trained at 112 px and embeds at 224 px" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "own.npy"), "--size", "trained"]) == 0
+    assert "note: this backbone" not in capsys.readouterr().err
+    names = (tmp_path / "own.txt").read_text().splitlines()
+    prep = Preprocessing(size=112)
+    with torch.inference_mode():
+        want = model(prep.to_tensor([prep.fit(arrays[n]) for n in names])).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "own.npy"), want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.load(tmp_path / "default.npy"), want, atol=1e-3)
+
+    for bad, message in (("100", "multiple of this backbone's patch size"), ("big", "number of pixels")):
+        assert main([*common, "--out", str(tmp_path / "bad.npy"), "--size", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.npy").exists()
