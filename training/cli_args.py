@@ -22,6 +22,9 @@ def _backbone(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", metavar="YAML", help="architecture config overriding what the weights imply")
     g.add_argument("--preset", metavar="NAME", help="named architecture, e.g. cervixfm-vitl16")
     g.add_argument("--non-strict", action="store_true", help="load what fits instead of refusing a mismatching checkpoint")
+    g.add_argument("--size", default="224", metavar="PX|trained",
+                   help="input size in pixels, or 'trained' for the size the backbone was trained at (e.g. 112 for a "
+                        "small_data pretraining run); default 224, the published protocol")
     g.add_argument("--model", default="ViT_classifier", help=argparse.SUPPRESS)  # published flag; the backbone is --pretrained_path
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, or a CUDA index as published (0, 1, …)")
     g.add_argument("--embed-batch-size", type=int, default=32, metavar="N", help="images per forward pass when embedding")

@@ -48,7 +48,11 @@ def load_backbone_from_args(args: argparse.Namespace, device):
     from core.paths import resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
-    return load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device)
+    loaded = load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device,
+                           input_size=getattr(args, "size", 224))
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return loaded
 
 
 def class_names(args: argparse.Namespace, num_classes: int) -> list[str]:
@@ -157,6 +161,11 @@ def _check_head_backbone(head_info: dict, identity: dict, head_path) -> None:
             f"{identity['checkpoint_sha256'][:12]}…). Pass the backbone it was trained with as --pretrained_path "
             "(for a fine-tuned run: its backbone_finetuned.safetensors)."
         )
+    size = (trained.get("preprocessing") or {}).get("size")
+    now = (identity.get("preprocessing") or {}).get("size")
+    if size and now and size != now:
+        raise CervixFMError(f"Head {head_path} was trained on features of {size}-px crops, and the backbone is now fed "
+                            f"{now}-px crops. Pass --size {size}.")
 
 
 # ---------------------------------------------------------------------------------------------------------- run

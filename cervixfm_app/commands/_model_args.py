@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = False) -> None:
+SIZE_HELP = ("input size in pixels (a multiple of the patch size), or 'trained' for the size the backbone was "
+             "trained at (e.g. 112 for a small_data pretraining run); default 224, the published protocol")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = False,
+                        input_size: bool = False) -> None:
     group = parser.add_argument_group("model")
+    if input_size:
+        group.add_argument("--size", default="224", metavar="PX|trained", help=SIZE_HELP)
     group.add_argument("--checkpoint", required=checkpoint_required, metavar="PATH",
                        help="backbone weights (.pth/.pt/.safetensors) in any supported layout; default: "
                             "$CERVIXFM_CHECKPOINT or ~/.local/share/cervixfm/models/CervixFM.pth")
@@ -22,4 +29,5 @@ def load_model_from_args(args, device="cpu"):
     from core.paths import resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
-    return load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device)
+    return load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device,
+                         input_size=getattr(args, "size", 224))

@@ -22,10 +22,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads")
-    p.add_argument("--size", default="224", metavar="PX|trained",
-                   help="input size in pixels (a multiple of the patch size), or 'trained' for the size the backbone "
-                        "was trained at (e.g. 112 for the small_data pretraining preset); default 224")
-    add_model_arguments(p)
+    add_model_arguments(p, input_size=True)
     p.set_defaults(func=run)
 
 
@@ -52,12 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {loaded.summary()}", file=sys.stderr)
     for note in loaded.notes:
         print(f"  note: {note}", file=sys.stderr)
-    size = input_size(args.size, loaded.config)
-    if size > loaded.config.img_size:  # (DINOv2-style 518-px tables used at 224 are the published practice)
-        print(f"  note: this backbone was trained at {loaded.config.img_size} px and embeds at {size} px (its "
-              "position table interpolated); --size trained embeds at its own size, where its features are best",
-              file=sys.stderr)
-    prep = loaded.preprocessing(size)
+    prep = loaded.preprocessing()
     paths = [p for _, p in images]
     stream = prefetched(paths, read_rgb, ahead=4 * args.batch_size, workers=max(1, args.workers))
     with tqdm(total=len(paths), unit="img", desc="embed", disable=None, file=sys.stderr) as bar:
@@ -69,18 +61,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out} {features.shape[0]}x{features.shape[1]} float32 and {names_path}", file=sys.stderr)
     return 0
 
-
-def input_size(value: str, config) -> int:
-    """``--size``: pixels, or ``trained`` for the backbone's own training size; checked against its patch size."""
-    from core.errors import CervixFMError
-
-    if str(value).strip().lower() == "trained":
-        return int(config.img_size)
-    try:
-        size = int(value)
-    except ValueError:
-        raise CervixFMError(f"--size must be a number of pixels or 'trained', not {value!r}.") from None
-    if size < config.patch_size or size % config.patch_size:
-        raise CervixFMError(f"--size {size} is not a positive multiple of this backbone's patch size "
-                            f"({config.patch_size} px); try {max(1, round(size / config.patch_size)) * config.patch_size}.")
-    return size

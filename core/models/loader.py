@@ -59,6 +59,7 @@ class LoadedBackbone:
     report: LoadReport
     notes: list[str]
     path: Path | None = None
+    input_size: int = 224  # the published protocol; a backbone pretrained at another size is best fed at that size
 
     @property
     def name(self) -> str:
@@ -68,8 +69,10 @@ class LoadedBackbone:
     def feature(self) -> str:
         return self.preset.feature if self.preset else "cls"
 
-    def preprocessing(self, size: int = 224) -> Preprocessing:
-        """Input preparation for these weights: 224-px crops (the published protocol) and the preset's mean/std."""
+    def preprocessing(self, size: int | None = None) -> Preprocessing:
+        """Input preparation for these weights: crops of ``input_size`` (224 px, the published protocol, unless the
+        loader was asked for another) and the preset's mean/std."""
+        size = int(size or self.input_size)
         if self.preset:
             return Preprocessing(size=size, mean=self.preset.mean, std=self.preset.std)
         return Preprocessing(size=size)
@@ -163,11 +166,13 @@ def load_backbone(
     preset: str | None = None,
     strict: bool = True,
     device: str | torch.device = "cpu",
+    input_size: int | str = 224,
 ) -> LoadedBackbone:
     """Read a backbone checkpoint in any supported layout and return the loaded model in eval mode.
 
     ``config``/``preset`` override the inferred architecture (needed only for non-standard sizes). With
-    ``strict=False`` mismatching tensors are skipped and listed in the report instead of raising.
+    ``strict=False`` mismatching tensors are skipped and listed in the report instead of raising. ``input_size``:
+    pixels, or ``"trained"`` for the size the weights were trained at (``resolve_input_size``).
     """
     path = Path(path)
     obj = read_weights_file(path)
@@ -179,4 +184,25 @@ def load_backbone(
                                                        label=preset)
     if preset and matched is None:
         matched = get_preset(preset)
-    return LoadedBackbone(model.to(device), cfg, matched, canonical.layout, report, notes, path)
+    size = resolve_input_size(input_size, cfg)
+    if size > cfg.img_size:  # cells enlarged beyond the scale it learnt (a 518-px table used at 224 is the norm)
+        notes = notes + [f"this backbone was trained at {cfg.img_size} px and is fed {size}-px crops (its position "
+                         "table interpolated); --size trained feeds it its own size, where its features are best"]
+    return LoadedBackbone(model.to(device), cfg, matched, canonical.layout, report, notes, path, size)
+
+
+def resolve_input_size(value: int | str, config: ViTConfig) -> int:
+    """An input size in pixels from a number or ``"trained"`` (the backbone's own ``img_size``), checked against
+    the patch size: the patch grid must tile the crop."""
+    if str(value).strip().lower() == "trained":
+        return int(config.img_size)
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"The input size must be a number of pixels or 'trained', not {value!r}.") from None
+    if size < config.patch_size or size % config.patch_size:
+        nearest = max(1, round(size / config.patch_size)) * config.patch_size
+        raise ConfigError(f"Input size {size} px is not a positive multiple of this backbone's patch size "
+                          f"({config.patch_size} px); try {nearest}.")
+    return size
+

@@ -123,9 +123,9 @@ def test_embed_at_the_size_a_backbone_was_trained_at(images, tmp_path, capsys):
     common = ["embed", "--checkpoint", str(ckpt), "--config", str(tmp_path / "small.json"), str(folder)]
 
     assert main([*common, "--out", str(tmp_path / "default.npy")]) == 0
-    assert "trained at 112 px and embeds at 224 px" in capsys.readouterr().err
+    assert "trained at 112 px and is fed 224-px crops" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "own.npy"), "--size", "trained"]) == 0
-    assert "note: this backbone" not in capsys.readouterr().err
+    assert "this backbone was trained at" not in capsys.readouterr().err
     names = (tmp_path / "own.txt").read_text().splitlines()
     prep = Preprocessing(size=112)
     with torch.inference_mode():
@@ -133,7 +133,7 @@ def test_embed_at_the_size_a_backbone_was_trained_at(images, tmp_path, capsys):
     np.testing.assert_allclose(np.load(tmp_path / "own.npy"), want, rtol=1e-5, atol=1e-5)
     assert not np.allclose(np.load(tmp_path / "default.npy"), want, atol=1e-3)
 
-    for bad, message in (("100", "multiple of this backbone's patch size"), ("big", "number of pixels")):
+    for bad, message in (("100", "multiple of this backbone's patch size"), ("big", "number of pixels or 'trained'")):
         assert main([*common, "--out", str(tmp_path / "bad.npy"), "--size", bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.npy").exists()

@@ -158,3 +158,23 @@ def test_python_module_entry_point_accepts_published_flags(train_test_dataset, t
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_class_counts"] == [6, 4, 3]
+
+
+def test_input_size_is_recorded_and_a_head_is_evaluated_at_its_own_size(train_test_dataset, tiny_backbone, tmp_path,
+                                                                        capsys):
+    """``--size`` feeds the backbone smaller crops (as for a backbone pretrained at 112 px); the head records the
+    size, and evaluating it at another size is refused with the size to pass."""
+    out = tmp_path / "run"
+    assert _probe(train_test_dataset, out, tiny_backbone, "--size", "112") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backbone"]["preprocessing"]["size"] == 112
+    head = str(out / "head.safetensors")
+    assert _probe(train_test_dataset, tmp_path / "eval224", tiny_backbone, "--test-only", "--model_path", head) == 2
+    assert "Pass --size 112" in capsys.readouterr().err
+    assert not (tmp_path / "eval224" / "metrics.json").exists()
+    assert _probe(train_test_dataset, tmp_path / "eval112", tiny_backbone, "--test-only", "--model_path", head,
+                  "--size", "112", "--feature_path", str(out / "features")) == 0
+    again = json.loads((tmp_path / "eval112" / "metrics.json").read_text())
+    assert again["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"])
+    assert _probe(train_test_dataset, tmp_path / "bad", tiny_backbone, "--size", "120") == 2
+    assert "patch size" in capsys.readouterr().err
