@@ -45,13 +45,15 @@ def resolve_device(name: str):
 
 def load_backbone_from_args(args: argparse.Namespace, device):
     from core.models import load_backbone
+    from core.models.loader import input_size_note
     from core.paths import resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
     loaded = load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device,
                            input_size=getattr(args, "size", 224))
-    for note in loaded.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for note in [*loaded.notes, input_size_note(loaded)]:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return loaded
 
 

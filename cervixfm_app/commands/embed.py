@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from core.images import collect_images, read_rgb
     from core.io import atomic_save_npy, atomic_write_text
     from core.models.inference import embed_images, prefetched, select_device
+    from core.models.loader import input_size_note
 
     if args.batch_size < 1:
         raise CervixFMError("--batch-size must be at least 1.")
@@ -47,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     loaded = load_model_from_args(args, device=device)
     print(f"model: {loaded.summary()}", file=sys.stderr)
-    for note in loaded.notes:
-        print(f"  note: {note}", file=sys.stderr)
+    for note in [*loaded.notes, input_size_note(loaded)]:
+        if note:
+            print(f"  note: {note}", file=sys.stderr)
     prep = loaded.preprocessing()
     paths = [p for _, p in images]
     stream = prefetched(paths, read_rgb, ahead=4 * args.batch_size, workers=max(1, args.workers))

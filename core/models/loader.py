@@ -184,11 +184,8 @@ def load_backbone(
                                                        label=preset)
     if preset and matched is None:
         matched = get_preset(preset)
-    size = resolve_input_size(input_size, cfg)
-    if size > cfg.img_size:  # cells enlarged beyond the scale it learnt (a 518-px table used at 224 is the norm)
-        notes = notes + [f"this backbone was trained at {cfg.img_size} px and is fed {size}-px crops (its position "
-                         "table interpolated); --size trained feeds it its own size, where its features are best"]
-    return LoadedBackbone(model.to(device), cfg, matched, canonical.layout, report, notes, path, size)
+    return LoadedBackbone(model.to(device), cfg, matched, canonical.layout, report, notes, path,
+                          resolve_input_size(input_size, cfg))
 
 
 def resolve_input_size(value: int | str, config: ViTConfig) -> int:
@@ -206,3 +203,11 @@ def resolve_input_size(value: int | str, config: ViTConfig) -> int:
                           f"({config.patch_size} px); try {nearest}.")
     return size
 
+
+def input_size_note(loaded: LoadedBackbone) -> str | None:
+    """For tools with ``--size``: a word when crops are enlarged beyond the scale the backbone was trained at (a
+    518-px DINOv2 table used at 224 is the published practice, so smaller inputs need none)."""
+    if loaded.input_size > loaded.config.img_size:
+        return (f"this backbone was trained at {loaded.config.img_size} px and is fed {loaded.input_size}-px crops "
+                "(its position table interpolated); --size trained feeds it its own size, where its features are best")
+    return None

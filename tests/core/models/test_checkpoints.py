@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -219,3 +220,21 @@ def test_paths_that_are_not_files(tmp_path, case):
         path.touch()
     with pytest.raises(CheckpointError, match="x.pth"):
         load_backbone(path)
+
+
+def test_input_size_follows_the_request_and_the_patch_grid(golden_dir):
+    from core.errors import ConfigError
+    from core.models.loader import input_size_note, resolve_input_size
+
+    ckpt = golden_dir / "cervixfm_tiny.pth"
+    loaded = load_backbone(ckpt)
+    assert loaded.input_size == 224 and loaded.preprocessing().size == 224 and input_size_note(loaded) is None
+    small = load_backbone(ckpt, input_size=112)
+    assert small.preprocessing().size == 112 and small.preprocessing(64).size == 64
+    assert load_backbone(ckpt, input_size="trained").input_size == small.config.img_size == 224
+    loaded.config = dataclasses.replace(loaded.config, img_size=112)  # as a backbone pretrained on 112-px crops
+    assert "trained at 112 px and is fed 224-px crops" in input_size_note(loaded)
+    assert resolve_input_size("trained", loaded.config) == 112
+    for bad in ("120", "0", "large"):
+        with pytest.raises(ConfigError):
+            resolve_input_size(bad, loaded.config)
