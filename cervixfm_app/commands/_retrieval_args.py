@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ._model_args import SIZE_HELP
+
 
 def add_backbone_arguments(parser: argparse.ArgumentParser, default_from_index: bool = False) -> None:
     g = parser.add_argument_group("model")
@@ -17,6 +19,8 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, default_from_index: 
     g.add_argument("--config", metavar="YAML", help="architecture config overriding what the weights imply")
     g.add_argument("--preset", metavar="NAME", help="named architecture, e.g. cervixfm-vitl16")
     g.add_argument("--non-strict", action="store_true", help="load what fits instead of refusing a mismatching checkpoint")
+    g.add_argument("--size", metavar="PX|trained", help=SIZE_HELP + "; with --checkpoint (for an index: the size it "
+                                                          "was built at)")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     g.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     g.add_argument("--workers", type=int, default=2, help="image-decoding threads")
@@ -27,6 +31,7 @@ def make_embedder(args, index=None):
     from core.errors import CervixFMError
     from core.models import load_backbone
     from core.models.inference import select_device
+    from core.models.loader import input_size_note
     from core.paths import resolve_checkpoint
     from core.retrieval.embedder import ImageEmbedder
     from core.retrieval.identity import check_same_backbone
@@ -36,6 +41,8 @@ def make_embedder(args, index=None):
     if args.bundle:
         if args.checkpoint:
             raise CervixFMError("Give either --bundle or --checkpoint, not both.")
+        if args.size:
+            raise CervixFMError("--size goes with --checkpoint; a bundle brings its own preprocessing.")
         from core.pipeline.analysis_model import model_from_bundle
 
         embedder = ImageEmbedder.from_analysis_model(model_from_bundle(args.bundle, device=args.device),
@@ -48,7 +55,12 @@ def make_embedder(args, index=None):
             path = recorded
         path = resolve_checkpoint(path)
         device = select_device(args.device)
-        loaded = load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device)
+        size = args.size or ((index.backbone or {}).get("input_size") if index is not None else None) or 224
+        loaded = load_backbone(path, config=args.config, preset=args.preset, strict=not args.non_strict, device=device,
+                               input_size=size)
+        note = input_size_note(loaded)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         embedder = ImageEmbedder.from_backbone(loaded, device, args.batch_size)
         what = f"checkpoint {path}"
     if index is not None:

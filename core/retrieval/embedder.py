@@ -26,7 +26,7 @@ class ImageEmbedder:
 
     @classmethod
     def from_backbone(cls, loaded, device="cpu", batch_size: int = 32) -> "ImageEmbedder":
-        """From a :class:`core.models.LoadedBackbone` (224-px crops, the preset's mean/std)."""
+        """From a :class:`core.models.LoadedBackbone` (crops of its ``input_size``, the preset's mean/std)."""
         return cls(loaded.model.to(device).eval(), loaded.preprocessing(), loaded.feature, device,
                    identity_of_backbone(loaded), batch_size)
 

@@ -2,7 +2,8 @@
 
 Distances between features of two backbones (or two feature modes of one) are meaningless yet look like any other
 numbers, so an index records its backbone and refuses queries from another one. What decides compatibility: the
-weights' SHA-256, the feature mode (``cls`` or ``cls+meanpatch``) and the embedding size; the name, checkpoint
+weights' SHA-256, the feature mode (``cls`` or ``cls+meanpatch``), the embedding size and, where recorded, the
+input size the crops were fed at (the same weights give other features at 112 px than at 224); the name, checkpoint
 path and preset are kept for messages and for finding the weights again.
 """
 
@@ -13,13 +14,16 @@ from typing import Any, Mapping
 
 from ..errors import CervixFMError
 
-DECISIVE = ("sha256", "feature", "embed_dim")
+DECISIVE = ("sha256", "feature", "embed_dim", "input_size")
 
 
 def backbone_identity(sha256: str | None, feature: str, embed_dim: int, name: str | None = None,
-                      checkpoint: str | Path | None = None, preset: str | None = None) -> dict[str, Any]:
+                      checkpoint: str | Path | None = None, preset: str | None = None,
+                      input_size: int | None = None) -> dict[str, Any]:
+    """``input_size`` None: not recorded (older indexes, slide analyses), compatible with any."""
     return {"sha256": sha256, "feature": feature, "embed_dim": int(embed_dim), "name": name,
-            "checkpoint": str(checkpoint) if checkpoint else None, "preset": preset}
+            "checkpoint": str(checkpoint) if checkpoint else None, "preset": preset,
+            "input_size": int(input_size) if input_size else None}
 
 
 def feature_dim(loaded) -> int:
@@ -33,14 +37,14 @@ def identity_of_backbone(loaded) -> dict[str, Any]:
 
     sha = cached_sha256(loaded.path) if loaded.path else None
     return backbone_identity(sha, loaded.feature, feature_dim(loaded), loaded.name, loaded.path,
-                             loaded.preset.name if loaded.preset else None)
+                             loaded.preset.name if loaded.preset else None, loaded.input_size)
 
 
 def identity_of_model(model) -> dict[str, Any]:
     """Identity of a :class:`core.pipeline.analysis_model.AnalysisModel`."""
     b = model.backbone
     return backbone_identity(model.sha256, b.feature, model.embed_dim, model.name, b.path,
-                             b.preset.name if b.preset else None)
+                             b.preset.name if b.preset else None, model.preprocessing.size)
 
 
 def identity_of_result(result) -> dict[str, Any]:
@@ -54,8 +58,9 @@ def describe(identity: Mapping[str, Any] | None) -> str:
     if not identity:
         return "an unrecorded backbone"
     sha = identity.get("sha256") or "?"
+    size = f" of {identity['input_size']}-px crops" if identity.get("input_size") else ""
     return (f"{identity.get('name') or 'a backbone'} ({identity.get('embed_dim')}-d {identity.get('feature')} "
-            f"features, weights sha256 {sha[:12]})")
+            f"features{size}, weights sha256 {sha[:12]})")
 
 
 def same_backbone(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:

@@ -166,3 +166,19 @@ def test_clear_errors(atlas, crops, library, tmp_path, golden_dir, capsys):
     fails(["search", "--index", str(atlas), "--slide", str(library[0])], "--slide needs --x and --y")
     fails(["search", "--index", str(tmp_path / "nowhere"), "--image", query], "does not exist")
     fails(["atlas", "build", "--data_path", str(crops), "--out", str(atlas)], "already holds an index")
+
+
+def test_an_atlas_remembers_the_input_size_it_was_built_at(crops, tiny, tmp_path, capsys):
+    """Built with ``--size 112``: queries are embedded at 112 px without being told, and a query at another size is
+    refused (the same weights give other features at another size)."""
+    out = tmp_path / "atlas112"
+    assert main(["atlas", "build", "--data_path", str(crops), "--checkpoint", tiny, "--out", str(out), "--split",
+                 "train", "--class-names", "red,green,blue", "--device", "cpu", "--workers", "1", "--size", "112"]) == 0
+    query = str(crops / "test" / "te10.png")
+    target = tmp_path / "q.json"
+    assert main(["atlas", "query", "--atlas", str(out), "--image", query, "-k", "3", "--json", str(target)]) == 0
+    assert json.loads(target.read_text())[0]["label"] == "green"
+    capsys.readouterr()
+    assert main(["search", "--index", str(out), "--image", query, "--checkpoint", tiny, "--size", "224"]) == 2
+    err = capsys.readouterr().err
+    assert "of 112-px crops" in err and "of 224-px crops" in err and "cannot be compared" in err
