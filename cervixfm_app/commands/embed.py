@@ -62,4 +62,3 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(names_path, "".join(f"{name}\n" for name, _ in images))
     print(f"wrote {out} {features.shape[0]}x{features.shape[1]} float32 and {names_path}", file=sys.stderr)
     return 0
-
