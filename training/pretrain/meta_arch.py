@@ -127,7 +127,7 @@ class SSLMetaArch(nn.Module):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         ibot_dim = cfg.ibot.head_n_prototypes if self.separate_ibot_head else cfg.dino.head_n_prototypes
-        center_momentum = float(cfg.dino.get("center_momentum", 0.9))
+        center_momentum = float(cfg.dino.center_momentum)
         self.dino_loss = DINOLoss(int(cfg.dino.head_n_prototypes), center_momentum=center_momentum)
         self.ibot_patch_loss = iBOTPatchLoss(int(ibot_dim), center_momentum=center_momentum)
         self.koleo_loss = KoLeoLoss(global_batch=bool(cfg.dino.koleo_global_batch))
